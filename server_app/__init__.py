@@ -1,0 +1,1 @@
+"""Multi-tenant streaming inference worker over MQTT."""

@@ -1,0 +1,5 @@
+import sys
+
+from server_app.main import main
+
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""Server configuration: pydantic models, validated once at start-up (and on each reload)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from server_app.errors import ConfigError
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+NAME_RE = re.compile(NAME_PATTERN)
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Strict):
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip host name verification (tests only)")
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file must be given together")
+        return self
+
+
+class BrokerConfig(_Strict):
+    host: str = Field("embedded", description='"embedded" starts amqtt on 127.0.0.1')
+    port: int = Field(1883, ge=0, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    qos: Literal[0, 1] = 1
+    shared_group: Name | None = "inference"
+    protocol: Literal["auto", "3.1.1", "5"] = "auto"
+    keepalive_s: int = Field(30, ge=5)
+    session_expiry_s: int = Field(3600, ge=0, description="persistent session lifetime")
+    tls: TLSConfig | None = None
+    reconnect_min_delay_s: float = Field(0.2, gt=0)
+    reconnect_max_delay_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> BrokerConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give broker.password or broker.password_file, not both")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.host == "embedded"
+
+    @property
+    def mqtt_version(self) -> Literal["3.1.1", "5"]:
+        if self.protocol != "auto":
+            return self.protocol
+        return "3.1.1" if self.embedded else "5"  # amqtt speaks 3.1.1 only
+
+    def resolve_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"broker.password_file: cannot read {self.password_file}: {exc}") from exc
+        return None
+
+
+class ModelConfig(_Strict):
+    repository: Path
+    version: Literal["latest"] | PositiveInt = "latest"
+
+
+class TenantConfig(_Strict):
+    models: list[Name] = Field(min_length=1)
+    versions: dict[Name, PositiveInt] = Field(default_factory=dict)
+    rate_limit_per_s: float | None = Field(None, gt=0)
+    burst: PositiveInt | None = None
+    format: Literal["oip", "tutorial"] = "oip"
+    in_queue: str | None = None
+    out_queue: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TenantConfig:
+        unknown = set(self.versions) - set(self.models)
+        if unknown:
+            raise ValueError(f"versions pins models the tenant may not use: {sorted(unknown)}")
+        if self.format == "tutorial":
+            if not self.in_queue or not self.out_queue:
+                raise ValueError("format tutorial needs in_queue and out_queue")
+            if len(self.models) != 1:
+                raise ValueError("format tutorial serves exactly one model")
+        for name in ("in_queue", "out_queue"):
+            topic = getattr(self, name)
+            if topic is not None and (not topic or "+" in topic or "#" in topic or topic.startswith("$")):
+                raise ValueError(f"{name} must be a plain topic name without wildcards: {topic!r}")
+        return self
+
+
+class WorkerConfig(_Strict):
+    id: str | None = Field(None, description="default: host name (the pod name on Kubernetes)")
+    max_batch: PositiveInt = 64
+    max_delay_ms: float = Field(1.0, ge=0)
+    queue_size: PositiveInt = 10000
+    max_message_bytes: PositiveInt = 1_048_576
+    max_windows_per_message: PositiveInt = 4096
+    dedup_window_s: float = Field(300.0, ge=0)
+    dedup_max_entries: PositiveInt = 200_000
+    shutdown_grace_s: float = Field(10.0, gt=0)
+    max_inflight: PositiveInt = 1000
+
+    def resolved_id(self) -> str:
+        return self.id or socket.gethostname()
+
+
+class ReloadConfig(_Strict):
+    enabled: bool = True
+    poll_interval_s: float = Field(1.0, gt=0)
+
+
+class HealthConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: int | None = Field(8080, ge=0, le=65535, description="null disables the HTTP endpoint")
+
+
+class ServerConfig(_Strict):
+    broker: BrokerConfig = Field(default_factory=lambda: BrokerConfig())
+    models: dict[Name, ModelConfig] = Field(min_length=1)
+    tenants: dict[Name, TenantConfig] = Field(min_length=1)
+    worker: WorkerConfig = Field(default_factory=lambda: WorkerConfig())
+    reload: ReloadConfig = Field(default_factory=lambda: ReloadConfig())
+    health: HealthConfig = Field(default_factory=lambda: HealthConfig())
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> ServerConfig:
+        seen_queues: dict[str, str] = {}
+        for tenant_id, tenant in self.tenants.items():
+            missing = [m for m in tenant.models if m not in self.models]
+            if missing:
+                raise ValueError(f"tenant {tenant_id!r} uses unknown models {missing}")
+            if tenant.in_queue is not None:
+                if tenant.in_queue in seen_queues:
+                    raise ValueError(
+                        f"tenants {seen_queues[tenant.in_queue]!r} and {tenant_id!r} share in_queue {tenant.in_queue!r}"
+                    )
+                if tenant.in_queue.startswith("tenants/"):
+                    raise ValueError(f"tenant {tenant_id!r}: in_queue must not lie under tenants/")
+                seen_queues[tenant.in_queue] = tenant_id
+        return self
+
+
+def parse_config(text: str, source: str = "<config>") -> ServerConfig:
+    """Validate config text (YAML or JSON); raise ConfigError naming the source and field."""
+    try:
+        raw = yaml.safe_load(text) if not source.endswith(".json") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{source}: not valid YAML/JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    try:
+        return ServerConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from exc
+
+
+def load_config(path: Path) -> ServerConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    return parse_config(text, str(path))

@@ -1,0 +1,102 @@
+"""`python -m server_app --config FILE [--workers N]`: parse arguments, then run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from server_app.config import BrokerConfig, ServerConfig, load_config
+from server_app.errors import ConfigError
+
+log = logging.getLogger("server_app")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m server_app",
+        description="Multi-tenant streaming inference worker: MQTT requests in, TFLite forecasts out.",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="server config file (YAML or JSON)")
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="worker processes on this machine, restarted when they die (needs a broker with $share, e.g. Mosquitto)",
+    )
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides log_level")
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("amqtt").setLevel(logging.WARNING)
+
+
+def run_worker(
+    config: ServerConfig,
+    config_path: Path | None,
+    *,
+    client_id: str | None = None,
+    broker: BrokerConfig | None = None,
+    health_port: int | None = None,
+) -> int:
+    """Run one worker in this process until SIGTERM/SIGINT; SIGHUP reloads config and models."""
+    from server_app.worker import Worker  # keeps `--help` and config errors fast
+
+    worker = Worker(config, config_path, client_id=client_id, broker=broker, health_port=health_port)
+    stop = threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        worker.reload_now()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    worker.start()
+    log.info("worker %s started; waiting for requests", worker.worker_id)
+    while not stop.wait(0.5):
+        pass
+    worker.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_level or config.log_level)
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if config.broker.embedded:
+        if args.workers > 1:
+            print(
+                "error: the embedded amqtt broker has no shared subscriptions ($share), so every worker would "
+                "answer every request. Run Mosquitto (or EMQX) and set broker.host, or use --workers 1.",
+                file=sys.stderr,
+            )
+            return 2
+        from server_app.broker import EmbeddedBroker
+
+        with EmbeddedBroker(host="127.0.0.1", port=config.broker.port) as broker:
+            log.info("embedded amqtt broker listening on 127.0.0.1:%d", broker.port)
+            effective = config.broker.model_copy(
+                update={"host": "127.0.0.1", "port": broker.port, "shared_group": None, "protocol": "3.1.1"}
+            )
+            return run_worker(config, args.config, broker=effective)
+    if args.workers == 1:
+        return run_worker(config, args.config)
+    from server_app.supervisor import Supervisor
+
+    return Supervisor(args.config, config, args.workers).run()

@@ -1,0 +1,40 @@
+"""Prometheus metrics of one worker, in its own registry (no process-wide globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.answers = Counter(
+            "inference_answers", "Answers published, by tenant, model and outcome code",
+            ["tenant", "model", "code"], registry=self.registry,
+        )
+        self.windows = Counter(
+            "inference_windows", "Windows forecast", ["model", "version"], registry=self.registry
+        )
+        self.dropped = Counter(
+            "inference_dropped_messages", "Messages that could not be tied to any tenant", registry=self.registry
+        )
+        self.duplicates = Counter(
+            "inference_duplicate_requests", "Redelivered requests answered before", registry=self.registry
+        )
+        self.batch_messages = Histogram(
+            "inference_batch_messages", "Messages per micro-batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+        )
+        self.latency = Histogram(
+            "inference_worker_latency_seconds", "Receive to publish, inside the worker",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0), registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "inference_queue_depth", "Messages waiting in the inbound queue", registry=self.registry
+        )
+        self.reloads = Counter(
+            "inference_reloads", "State reloads by result", ["result"], registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,40 @@
+"""The model repository on disk: `<repository>/<version>/` folders, version = positive integer.
+
+Trainers write a version into a dot-named temporary folder and rename it into place, so a
+folder with an integer name is complete; anything else (".tmp-...", "3.partial") is ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from server_app.runtime import METADATA_FILE
+
+VERSION_DIR_RE = re.compile(r"^[1-9][0-9]{0,8}$")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionFolder:
+    version: int
+    path: Path
+    stamp: float  # mtime of metadata.json: a changed stamp means "try loading again"
+
+
+def list_versions(repository: Path) -> list[VersionFolder]:
+    """Complete version folders, ascending; a missing repository has none."""
+    found: list[VersionFolder] = []
+    try:
+        entries = list(repository.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        if not VERSION_DIR_RE.match(entry.name):
+            continue
+        try:
+            stamp = (entry / METADATA_FILE).stat().st_mtime
+        except OSError:
+            continue  # no metadata.json (yet): not a complete version
+        found.append(VersionFolder(int(entry.name), entry, stamp))
+    return sorted(found, key=lambda folder: folder.version)

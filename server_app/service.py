@@ -1,0 +1,96 @@
+"""The data plane: tenant + model + windows -> forecasts. No MQTT, no JSON.
+
+Requests of one batch are grouped by model version; each group is one batched invoke.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from server_app.errors import InternalError, InvalidWindow, RateLimited, ServiceError
+from server_app.limits import RateLimiter
+from server_app.runtime import LoadedModel
+from server_app.state import ServingState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Request:
+    tenant: str
+    model: str
+    id: str
+    windows: np.ndarray  # [n, window_length, features] float32
+    normalized: bool
+
+
+@dataclass(slots=True)
+class Prediction:
+    model_name: str
+    model_version: int
+    forecasts: np.ndarray  # [n, outputs]; raw units unless the request was normalised
+
+
+Outcome = Prediction | ServiceError
+
+
+class InferenceService:
+    def __init__(self, limiter: RateLimiter | None = None) -> None:
+        self._limiter = limiter or RateLimiter()
+
+    def _admit(self, state: ServingState, request: Request) -> LoadedModel:
+        model = state.route(request.tenant, request.model)
+        length, features = model.window_shape
+        _, got_length, got_features = request.windows.shape
+        if got_length != length or got_features != features:
+            raise InvalidWindow(
+                f"window must have {length} steps of {features} feature(s), got {got_length} of {got_features}",
+                request.id,
+            )
+        tenant = state.config.tenants[request.tenant]
+        if not self._limiter.allow(request.tenant, tenant.rate_limit_per_s, tenant.burst, request.windows.shape[0]):
+            raise RateLimited(
+                f"tenant {request.tenant!r} exceeds its rate limit of {tenant.rate_limit_per_s:g} windows/s", request.id
+            )
+        return model
+
+    def predict(self, state: ServingState, requests: list[Request]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        groups: dict[int, tuple[LoadedModel, list[int]]] = {}
+        for index, request in enumerate(requests):
+            try:
+                model = self._admit(state, request)
+            except ServiceError as exc:
+                exc.request_id = request.id
+                outcomes[index] = exc
+                continue
+            groups.setdefault(id(model), (model, []))[1].append(index)
+
+        for model, indexes in groups.values():
+            inputs = [
+                requests[i].windows if requests[i].normalized else model.normalize(requests[i].windows)
+                for i in indexes
+            ]
+            try:
+                batch = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
+                forecasts = model.predict_normalized(batch)
+            except Exception as exc:  # a failing invoke answers its group, never kills the worker
+                log.exception("invoke failed for %s/%d", model.name, model.version)
+                for i in indexes:
+                    outcomes[i] = InternalError(f"inference failed: {type(exc).__name__}", requests[i].id)
+                continue
+            start = 0
+            for i in indexes:
+                count = requests[i].windows.shape[0]
+                part = forecasts[start : start + count]
+                start += count
+                if not requests[i].normalized:
+                    part = model.denormalize(part)
+                outcomes[i] = Prediction(model.name, model.version, part)
+        return [outcome if outcome is not None else InternalError("no outcome") for outcome in outcomes]
+
+    def forget_tenants_except(self, tenants: set[str]) -> None:
+        self._limiter.forget_except(tenants)

@@ -1,0 +1,106 @@
+"""Run N worker processes on one machine and restart the ones that die (uvicorn-style).
+
+Each worker gets a stable client id `<worker id>-<index>`, so a restarted worker resumes its
+persistent MQTT session and the broker redelivers what it had not acknowledged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from server_app.config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+
+
+def _worker_main(config: ServerConfig, config_path: Path, client_id: str, health_port: int | None) -> None:
+    from server_app.main import configure_logging, run_worker
+
+    configure_logging(config.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
+    raise SystemExit(run_worker(config, config_path, client_id=client_id, health_port=health_port))
+
+
+class Supervisor:
+    def __init__(self, config_path: Path, config: ServerConfig, workers: int) -> None:
+        self._config_path = config_path
+        self._config = config
+        self._count = workers
+        self._context = multiprocessing.get_context("spawn")
+        self._processes: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._restarts: dict[int, int] = {}
+        self._stop = threading.Event()
+        base = config.worker.resolved_id()
+        self._ids = [f"{base}-{index}" for index in range(workers)]
+
+    def _health_port(self, index: int) -> int | None:
+        port = self._config.health.port
+        if port is None:
+            return None
+        return 0 if port == 0 else port + index
+
+    def _spawn(self, index: int) -> None:
+        process = self._context.Process(
+            target=_worker_main,
+            args=(self._config, self._config_path, self._ids[index], self._health_port(index)),
+            name=self._ids[index],
+        )
+        process.start()
+        self._processes[index] = process
+        log.info("started worker %s (pid %s)", self._ids[index], process.pid)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop.set()
+
+    def _forward_hup(self, signum: int, frame: FrameType | None) -> None:
+        for process in self._processes.values():
+            if process.pid is not None and process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._forward_hup)
+        for index in range(self._count):
+            self._spawn(index)
+        while not self._stop.wait(0.2):
+            for index, process in list(self._processes.items()):
+                if process.is_alive():
+                    continue
+                attempt = self._restarts.get(index, 0)
+                delay = RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)]
+                log.warning(
+                    "worker %s exited with code %s; restarting in %.1fs", self._ids[index], process.exitcode, delay
+                )
+                self._restarts[index] = attempt + 1
+                if self._stop.wait(delay):
+                    break
+                self._spawn(index)
+        return self._shutdown()
+
+    def _shutdown(self) -> int:
+        grace = self._config.worker.shutdown_grace_s
+        for process in self._processes.values():
+            if process.is_alive():
+                process.terminate()  # SIGTERM: each worker drains gracefully
+        deadline = time.monotonic() + grace + 2.0
+        for process in self._processes.values():
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.error("worker %s did not stop within the grace period; killing it", process.name)
+                process.kill()
+                process.join(timeout=2.0)
+        log.info("all workers stopped")
+        return 0

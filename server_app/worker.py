@@ -1,0 +1,343 @@
+"""One inference worker: MQTT in, micro-batches through the data plane, answers out.
+
+Threads: paho's network thread (enqueue only), the serving thread (this loop: decode,
+batch, invoke, publish; the only user of interpreters), the reload thread and the health
+HTTP thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from server_app import protocol
+from server_app.config import BrokerConfig, ServerConfig
+from server_app.errors import InvalidRequest, Overloaded, ServiceError, TooLarge, error_code
+from server_app.health import HealthServer
+from server_app.limits import Deduplicator
+from server_app.metrics import Metrics
+from server_app.mqtt import InboundMessage, MqttTransport
+from server_app.reload import Reloader
+from server_app.service import InferenceService, Outcome, Prediction, Request
+from server_app.state import ServingState
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_STALE_S = 30.0
+
+
+@dataclass(slots=True)
+class Reply:
+    """Where the answer to one inbound message goes, and in which format."""
+
+    tenant: str
+    model: str | None
+    topic: str
+    tutorial: bool
+
+
+def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
+    """Tenant, model and answer topic of a message, from its topic alone (never the payload)."""
+    parsed = protocol.parse_request_topic(message.topic)
+    if parsed is not None:
+        topic = protocol.response_topic(parsed.tenant, parsed.model)
+        wanted = message.response_topic
+        # A v5 response topic is honoured only inside the tenant's own namespace.
+        if wanted and wanted.startswith(f"tenants/{parsed.tenant}/") and "+" not in wanted and "#" not in wanted:
+            topic = wanted
+        return Reply(parsed.tenant, parsed.model, topic, tutorial=False)
+    for name, tenant in state.config.tenants.items():
+        if tenant.format == "tutorial" and tenant.in_queue == message.topic and tenant.out_queue is not None:
+            return Reply(name, tenant.models[0], tenant.out_queue, tutorial=True)
+    owner = protocol.tenant_of_topic(message.topic)
+    if owner is not None:
+        return Reply(owner, None, protocol.errors_topic(owner), tutorial=False)
+    return None
+
+
+def subscriptions(config: ServerConfig, group: str | None) -> list[str]:
+    filters = [protocol.subscription_filter(protocol.REQUEST_FILTER, group)]
+    filters += sorted(
+        protocol.subscription_filter(t.in_queue, group)
+        for t in config.tenants.values()
+        if t.format == "tutorial" and t.in_queue
+    )
+    return filters
+
+
+class Worker:
+    def __init__(
+        self,
+        config: ServerConfig,
+        config_path: Path | None = None,
+        *,
+        client_id: str | None = None,
+        broker: BrokerConfig | None = None,
+        health_port: int | None = None,
+    ) -> None:
+        """`broker` overrides config.broker (the embedded broker's real address); the
+        config file's own broker section is still what reloads compare against."""
+        self.config = config
+        self._broker = broker or config.broker
+        self._health_port = health_port if health_port is not None else config.health.port
+        self.worker_id = client_id or config.worker.resolved_id()
+        self.metrics = Metrics()
+        self._inbox: queue.Queue[InboundMessage] = queue.Queue(maxsize=config.worker.queue_size)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._pending_state: ServingState | None = None
+        self._state: ServingState | None = None
+        self._service = InferenceService()
+        self._dedup = Deduplicator(config.worker.dedup_window_s, config.worker.dedup_max_entries)
+        self._heartbeat = time.monotonic()
+        self._status_topic = protocol.status_topic(self.worker_id)
+        self._reloader = Reloader(config, config_path, self._hand_over, self._count_reload)
+        self.transport = MqttTransport(
+            self._broker,
+            self.worker_id,
+            self._inbox,
+            self._on_overflow,
+            max_inflight=config.worker.max_inflight,
+            will_topic=self._status_topic,
+            will_payload=orjson.dumps({"worker": self.worker_id, "state": "offline"}),
+        )
+        self._health: HealthServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    def _count_reload(self, result: str) -> None:
+        self.metrics.reloads.labels(result=result).inc()
+
+    # -- state hand-over -----------------------------------------------------------------
+    def _hand_over(self, state: ServingState) -> None:
+        """Called by the reloader; the serving thread swaps it in between batches."""
+        self._pending_state = state
+
+    def _current_state(self) -> ServingState:
+        pending = self._pending_state
+        if pending is not None and pending is not self._state:
+            previous = self._state
+            self._state = pending
+            self._after_swap(previous, pending)
+        assert self._state is not None
+        return self._state
+
+    def _after_swap(self, previous: ServingState | None, state: ServingState) -> None:
+        group = self._broker.shared_group
+        if previous is None or subscriptions(previous.config, group) != subscriptions(state.config, group):
+            self.transport.set_filters(subscriptions(state.config, group))
+        self._service.forget_tenants_except(set(state.config.tenants))
+        if previous is not None:  # start() announces the first state once connected
+            self.publish_status("serving")
+        log.info("serving %s", orjson.dumps(state.describe()).decode())
+
+    def publish_status(self, phase: str) -> None:
+        state = self._state
+        body: dict[str, object] = {"worker": self.worker_id, "state": phase, "updated_at": time.time()}
+        if state is not None:
+            body.update(state.describe())
+        if self._reloader.config_error:
+            body["config_error"] = self._reloader.config_error
+        self.transport.publish(self._status_topic, orjson.dumps(body), retain=True)
+
+    # -- probes --------------------------------------------------------------------------
+    def alive(self) -> tuple[bool, str]:
+        if self._stopped.is_set():
+            return True, "stopped"
+        stale = time.monotonic() - self._heartbeat
+        if stale > HEARTBEAT_STALE_S:
+            return False, f"serving loop stalled for {stale:.0f}s"
+        if not self.transport.loop_alive():
+            return False, "MQTT network loop is not running"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        state = self._state
+        if self._stop.is_set():
+            return False, "draining"
+        if not self.transport.connected.is_set():
+            return False, "not connected to the broker"
+        if not self.transport.subscribed.is_set():
+            return False, "not subscribed"
+        if state is None:
+            return False, "models not loaded"
+        if not state.ready:
+            return False, f"models without a loadable version: {state.missing}"
+        return True, "ready"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Load models (before taking traffic), connect, start serving threads."""
+        self._reloader.poll_once()
+        self._current_state()  # swap in before the first message
+        state = self._state
+        assert state is not None
+        for name, why in state.missing.items():
+            log.error("model %s cannot serve: %s", name, why)
+        if self._health_port is not None:
+            self._health = HealthServer(
+                self.config.health.host, self._health_port, self.alive, self.ready, self.metrics.render
+            )
+            self._health.start()
+        self.transport.start(subscriptions(state.config, self._broker.shared_group))
+        self.publish_status("serving")
+        serving = threading.Thread(target=self._serve, name="serving", daemon=True)
+        reloading = threading.Thread(target=self._reloader.run, args=(self._stop,), name="reload", daemon=True)
+        self._threads = [serving, reloading]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def health_port(self) -> int | None:
+        return self._health.port if self._health is not None else None
+
+    def reload_now(self) -> None:
+        self._reloader.trigger()
+
+    def stop(self) -> None:
+        """Graceful: stop taking requests, answer what is queued, let the broker confirm, disconnect."""
+        if self._stop.is_set():
+            return
+        grace = self.config.worker.shutdown_grace_s
+        deadline = time.monotonic() + grace
+        log.info("draining: unsubscribing and answering %d queued requests", self._inbox.qsize())
+        self.transport.stop_receiving()
+        time.sleep(min(0.2, grace / 10))  # requests already on the wire still arrive
+        self._stop.set()
+        self._reloader.trigger()
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not self.transport.wait_acked(max(0.0, deadline - time.monotonic())):
+            log.warning("grace period over with answers unconfirmed; the broker will redeliver their requests")
+        self._stopped.set()
+        self.publish_status("stopped")
+        self.transport.wait_acked(0.5)
+        self.transport.close()
+        if self._health is not None:
+            self._health.stop()
+        log.info("worker %s stopped", self.worker_id)
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready()[0]:
+                return True
+            time.sleep(0.01)
+        return False
+
+    # -- the serving loop ----------------------------------------------------------------
+    def _collect(self, max_messages: int, max_delay_s: float) -> list[InboundMessage]:
+        try:
+            first = self._inbox.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + max_delay_s
+        while len(batch) < max_messages:
+            try:
+                batch.append(self._inbox.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._inbox.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _serve(self) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            if self._stop.is_set() and self._inbox.empty():
+                return
+            worker_config = self._current_state().config.worker
+            batch = self._collect(worker_config.max_batch, worker_config.max_delay_ms / 1000.0)
+            if not batch:
+                continue
+            try:
+                self.handle_batch(batch)
+            except Exception:  # never let one batch take the worker down
+                log.exception("batch of %d messages failed", len(batch))
+                for message in batch:
+                    self.transport.acknowledge(message)
+            self.metrics.queue_depth.set(self._inbox.qsize())
+
+    def handle_batch(self, batch: list[InboundMessage]) -> None:
+        state = self._current_state()
+        limits = state.config.worker
+        requests: list[Request] = []
+        owners: list[tuple[InboundMessage, Reply]] = []
+        for message in batch:
+            reply = resolve_reply(state, message)
+            if reply is None:
+                self.metrics.dropped.inc()
+                self.transport.acknowledge(message)
+                continue
+            try:
+                if len(message.payload) > limits.max_message_bytes:
+                    raise TooLarge(f"message of {len(message.payload)} bytes, the limit is {limits.max_message_bytes}")
+                if reply.model is None:
+                    raise InvalidRequest(
+                        f"no service on {message.topic[:200]!r}; "
+                        "requests go to tenants/<tenant>/models/<model>/requests"
+                    )
+                if reply.tutorial:
+                    decoded = protocol.decode_tutorial_request(message.payload)
+                else:
+                    decoded = protocol.decode_request(message.payload, limits.max_windows_per_message)
+            except ServiceError as exc:
+                if exc.request_id is None:
+                    exc.request_id = protocol.peek_request_id(message.payload)
+                self._answer(message, reply, exc)
+                continue
+            if not self._dedup.first_time(reply.tenant, decoded.id):
+                self.metrics.duplicates.inc()
+                self.transport.acknowledge(message)
+                continue
+            requests.append(Request(reply.tenant, reply.model, decoded.id, decoded.windows, decoded.normalized))
+            owners.append((message, reply))
+        if requests:
+            self.metrics.batch_messages.observe(len(requests))
+            outcomes = self._service.predict(state, requests)
+            for (message, reply), request, outcome in zip(owners, requests, outcomes, strict=True):
+                self._answer(message, reply, outcome, request.id)
+
+    def _answer(self, message: InboundMessage, reply: Reply, outcome: Outcome, request_id: str | None = None) -> None:
+        if isinstance(outcome, Prediction):
+            assert request_id is not None
+            if reply.tutorial:
+                payload = protocol.encode_tutorial_response(outcome.model_name, float(outcome.forecasts[0, 0]))
+            else:
+                payload = protocol.encode_response(
+                    request_id, outcome.model_name, outcome.model_version, outcome.forecasts, reply.tenant, time.time()
+                )
+            code = "ok"
+            self.metrics.windows.labels(outcome.model_name, str(outcome.model_version)).inc(outcome.forecasts.shape[0])
+        else:
+            code = error_code(outcome)
+            payload = protocol.encode_error(outcome.request_id or request_id, code, outcome.message)
+        self.transport.publish(reply.topic, payload, ack=message, correlation_data=message.correlation_data)
+        self.metrics.answers.labels(reply.tenant, reply.model or "", code).inc()
+        self.metrics.latency.observe(time.monotonic() - message.received_at)
+
+    def _on_overflow(self, message: InboundMessage) -> None:
+        """Inbound queue full (network thread): answer `overloaded` at once instead of queueing."""
+        state = self._state
+        reply = resolve_reply(state, message) if state is not None else None
+        if reply is None:
+            self.metrics.dropped.inc()
+            self.transport.acknowledge(message)
+            return
+        error = Overloaded(
+            f"worker {self.worker_id} has {self.config.worker.queue_size} requests queued; retry later",
+            protocol.peek_request_id(message.payload),
+        )
+        self._answer(message, reply, error)
