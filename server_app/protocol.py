@@ -116,7 +116,8 @@ def _as_windows(data: Any, shape: Any, request_id: str, max_windows: int) -> np.
     if len(data) != expected:
         raise InvalidWindow(f"inputs[0].data has {len(data)} values, shape {shape} needs {expected}", request_id)
     try:
-        array = np.array(data, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes Inf, rejected just below
+            array = np.array(data, dtype=np.float32)
     except (ValueError, TypeError, OverflowError):
         raise InvalidWindow("inputs[0].data must contain only numbers", request_id) from None
     if array.ndim != 1:

@@ -1,0 +1,120 @@
+"""Helpers to run real workers against the test brokers and to talk to them like tenants."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import yaml
+
+from server_app.config import ServerConfig, parse_config
+from server_app.worker import Worker
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = REPO_ROOT / "models"
+SAMPLE_DATA = REPO_ROOT / "data" / "bts_sample.csv"
+
+
+def copy_model_repository(target: Path, names: tuple[str, ...] = ("lstm", "ann")) -> Path:
+    """A private copy of the shipped models (tests add versions to it freely)."""
+    for name in names:
+        source = SHIPPED_MODELS / name / "1"
+        assert (source / "model.tflite").is_file(), f"shipped model {source} missing: run `make models`"
+        shutil.copytree(source, target / name / "1", ignore=shutil.ignore_patterns("saved_model", "*.keras", "*.png"))
+    return target
+
+
+def add_version(repository: Path, name: str, version: int, source_version: int = 1) -> Path:
+    """Publish a copy of an existing version as a new one, atomically (temp folder + rename)."""
+    temp = repository / name / f".tmp-{uuid.uuid4().hex}"
+    shutil.copytree(repository / name / str(source_version), temp)
+    final = repository / name / str(version)
+    temp.rename(final)
+    return final
+
+
+def server_config_dict(
+    host: str,
+    port: int,
+    repository: Path,
+    *,
+    shared_group: str | None = None,
+    protocol: str = "auto",
+    tenants: dict[str, Any] | None = None,
+    models: dict[str, Any] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker": {"host": host, "port": port, "shared_group": shared_group, "protocol": protocol, "qos": 1},
+        "models": models
+        or {"lstm": {"repository": str(repository / "lstm")}, "ann": {"repository": str(repository / "ann")}},
+        "tenants": tenants or {"acme": {"models": ["lstm", "ann"]}, "beta": {"models": ["ann"]}},
+        "health": {"port": None},
+        "reload": {"poll_interval_s": 0.2},
+    }
+    for key, value in sections.items():
+        config.setdefault(key, {}).update(value)
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    """Write atomically, as an operator's tooling (or a ConfigMap update) would."""
+    temp = path.with_suffix(".tmp")
+    temp.write_text(yaml.safe_dump(config))
+    temp.replace(path)
+    return path
+
+
+@contextmanager
+def running_worker(
+    config: ServerConfig | dict[str, Any], config_path: Path | None = None, *, client_id: str | None = None
+) -> Iterator[Worker]:
+    if isinstance(config, dict):
+        config = parse_config(yaml.safe_dump(config))
+    worker = Worker(config, config_path, client_id=client_id or f"test-worker-{uuid.uuid4().hex[:6]}")
+    worker.start()
+    try:
+        assert worker.wait_ready(15), f"worker not ready: {worker.ready()[1]}"
+        yield worker
+    finally:
+        worker.stop()
+
+
+def windows_from_sample(count: int, length: int = 6, seed: int = 0) -> np.ndarray:
+    """Real-looking raw windows: slices of the shipped sample series."""
+    values = np.loadtxt(SAMPLE_DATA, delimiter=",", skiprows=1, usecols=3, dtype=np.float64, max_rows=20000)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(values) - length, size=count)
+    return np.stack([values[s : s + length] for s in starts]).astype(np.float32).reshape(count, length, 1)
+
+
+def oip_request(request_id: str, windows: np.ndarray, **parameters: Any) -> bytes:
+    return orjson.dumps(
+        {
+            "id": request_id,
+            "inputs": [
+                {"name": "window", "shape": list(windows.shape), "datatype": "FP32", "data": windows.ravel().tolist()}
+            ],
+            "parameters": {"sent_at": time.time(), **parameters},
+        }
+    )
+
+
+class AnswerCounter:
+    """Counts answers by id from probe messages: exactly-once checks."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_id: dict[str, list[dict[str, Any]]] = {}
+
+    def add(self, body: dict[str, Any]) -> None:
+        with self.lock:
+            self.by_id.setdefault(str(body.get("id")), []).append(body)
