@@ -1,0 +1,507 @@
+"""Tests of the real-broker fixtures (tests/brokers.py, tests/conftest.py) and of server_app/broker.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from server_app.broker import EmbeddedBroker, EmbeddedBrokerError, build_broker_config
+from tests.brokers import (
+    BrokerHandle,
+    MosquittoBroker,
+    MosquittoError,
+    MqttProbe,
+    MqttProbeError,
+    free_port,
+    port_is_open,
+    rewrite_mosquitto_conf,
+    wait_port_open,
+    write_mosquitto_password_file,
+)
+
+ProbeFactory = Callable[..., MqttProbe]
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# =========================================================================== helpers
+
+
+def test_free_port_is_bindable() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_probe_wait_for_times_out_with_a_useful_message(
+    mosquitto_session: MosquittoBroker, make_probe: ProbeFactory, topic_prefix: str
+) -> None:
+    probe = make_probe(mosquitto_session)
+    probe.subscribe(f"{topic_prefix}/#")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="wanted 1 matching"):
+        probe.wait_for(1, timeout=0.3)
+    assert time.monotonic() - started < 2.0
+
+
+def test_probe_sets_tcp_nodelay(mosquitto_session: MosquittoBroker, make_probe: ProbeFactory) -> None:
+    probe = make_probe(mosquitto_session)
+    sock = probe.client.socket()
+    assert isinstance(sock, socket.socket)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_probe_predicate_and_topic_filter(
+    mosquitto_session: MosquittoBroker, make_probe: ProbeFactory, topic_prefix: str
+) -> None:
+    sub = make_probe(mosquitto_session)
+    sub.subscribe(f"{topic_prefix}/#")
+    pub = make_probe(mosquitto_session)
+    for i in range(5):
+        pub.publish(f"{topic_prefix}/{'even' if i % 2 == 0 else 'odd'}", {"i": i})
+    evens = sub.wait_for(3, topic=f"{topic_prefix}/even")
+    assert [m.json()["i"] for m in evens] == [0, 2, 4]
+    odd = sub.wait_for(lambda m: m.json()["i"] == 3)
+    assert odd[0].topic == f"{topic_prefix}/odd"
+
+
+# =========================================================================== Mosquitto
+
+
+def test_mosquitto_round_trip_qos1(mosquitto: MosquittoBroker, make_probe: ProbeFactory, topic_prefix: str) -> None:
+    sub = make_probe(mosquitto, protocol="3.1.1")
+    assert sub.subscribe(f"{topic_prefix}/+", qos=1) == [1]
+    pub = make_probe(mosquitto, protocol="5")
+    pub.publish(f"{topic_prefix}/a", b"\x00hello\xff", qos=1)
+    [msg] = sub.wait_for(1, timeout=5)
+    assert (msg.topic, msg.payload, msg.qos, msg.retain) == (f"{topic_prefix}/a", b"\x00hello\xff", 1, False)
+
+
+def test_mosquitto_generated_conf(mosquitto: MosquittoBroker) -> None:
+    conf = mosquitto.conf_path.read_text()
+    assert f"listener {mosquitto.port} 127.0.0.1" in conf
+    for line in ("set_tcp_nodelay true", "allow_anonymous true", "persistence true", "max_queued_messages 100000"):
+        assert line in conf.splitlines()
+    assert "running" in mosquitto.log_tail()
+
+
+def test_mosquitto_v5_properties_round_trip(
+    mosquitto: MosquittoBroker, make_probe: ProbeFactory, topic_prefix: str
+) -> None:
+    sub = make_probe(mosquitto, protocol="5")
+    sub.subscribe(f"{topic_prefix}/req")
+    pub = make_probe(mosquitto, protocol="5")
+    props = MqttProbe.v5_properties(response_topic=f"{topic_prefix}/resp", correlation_data=b"42")
+    pub.publish(f"{topic_prefix}/req", "x", properties=props)
+    [msg] = sub.wait_for(1)
+    assert msg.response_topic == f"{topic_prefix}/resp"
+    assert msg.correlation_data == b"42"
+
+
+def test_mosquitto_restart_keeps_persistent_session(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    topic = f"{topic_prefix}/queued"
+    client_id = f"persistent-{os.getpid()}-{time.monotonic_ns()}"
+    with MqttProbe(mosquitto.host, mosquitto.port, client_id=client_id, clean_session=False) as first:
+        first.subscribe(topic, qos=1)
+    with MqttProbe(mosquitto.host, mosquitto.port) as pub:
+        pub.publish(topic, b"while-you-were-away", qos=1)
+
+    port = mosquitto.port
+    old_pid = mosquitto.pid
+    mosquitto.restart()
+    assert mosquitto.port == port
+    assert mosquitto.pid != old_pid
+    assert (mosquitto.persistence_location / "mosquitto.db").exists()
+
+    with MqttProbe(mosquitto.host, mosquitto.port, client_id=client_id, clean_session=False) as again:
+        assert again.session_present is True
+        [msg] = again.wait_for(1, timeout=5)
+    assert (msg.topic, msg.payload, msg.qos) == (topic, b"while-you-were-away", 1)
+
+
+def test_probe_reconnects_after_mosquitto_restart(
+    mosquitto: MosquittoBroker, make_probe: ProbeFactory, topic_prefix: str
+) -> None:
+    probe = make_probe(mosquitto, protocol="3.1.1")
+    mosquitto.restart()
+    probe.wait_disconnected(timeout=5)
+    probe.wait_connected(timeout=10)
+    probe.subscribe(f"{topic_prefix}/t")
+    probe.publish(f"{topic_prefix}/t", "after-restart")
+    assert probe.wait_for(1)[0].text == "after-restart"
+
+
+def test_mosquitto_shared_subscription_splits_messages(
+    mosquitto: MosquittoBroker, make_probe: ProbeFactory, topic_prefix: str
+) -> None:
+    workers = [make_probe(mosquitto, protocol="5") for _ in range(2)]
+    for worker in workers:
+        worker.subscribe(f"$share/workers/{topic_prefix}/+")
+    pub = make_probe(mosquitto)
+    for i in range(20):
+        pub.publish(f"{topic_prefix}/{i}", str(i))
+    deadline = time.monotonic() + 5
+    while sum(len(w.messages) for w in workers) < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    counts = [len(w.messages) for w in workers]
+    assert sum(counts) == 20, counts
+    assert all(c > 0 for c in counts), counts
+
+
+def test_mosquitto_conf_text_from_a_manifest(tmp_path: Path, make_probe: ProbeFactory) -> None:
+    manifest_conf = """\
+# as in a Kubernetes ConfigMap
+per_listener_settings false
+listener 1883
+protocol mqtt
+listener 9001 0.0.0.0
+protocol websockets
+set_tcp_nodelay true
+allow_anonymous false
+password_file /mosquitto/config/passwd
+acl_file /mosquitto/config/acl
+persistence true
+persistence_location /mosquitto/data/
+log_dest stdout
+user mosquitto
+max_queued_messages 50000
+"""
+    workdir = tmp_path / "manifest"
+    workdir.mkdir()
+    passwd = write_mosquitto_password_file(workdir / "passwd", {"acme": "acme-pw", "worker": "worker-pw"})
+    acl = workdir / "acl"
+    acl.write_text(
+        "user worker\ntopic readwrite tenants/#\n\n"
+        "pattern write tenants/%u/models/+/requests\npattern read tenants/%u/#\n"
+    )
+    server = MosquittoBroker(
+        workdir,
+        conf_text=manifest_conf,
+        file_map={"/mosquitto/config/passwd": passwd, "/mosquitto/config/acl": acl},
+    )
+    with server:
+        conf = server.conf_path.read_text()
+        assert f"listener {server.port} 127.0.0.1" in conf
+        assert set(server.listener_ports) == {1883, 9001}
+        assert "max_queued_messages 50000" in conf and "set_tcp_nodelay true" in conf
+        assert "log_dest stdout" not in conf.split("# added")[0].replace("# (dropped for local test run) log_dest", "")
+
+        with pytest.raises(MqttProbeError):
+            make_probe(server, username="acme", password="wrong")
+        with pytest.raises(MqttProbeError):
+            make_probe(server)  # anonymous
+
+        worker = make_probe(server, username="worker", password="worker-pw")
+        worker.subscribe("tenants/+/models/+/requests")
+        acme = make_probe(server, username="acme", password="acme-pw")
+        acme.publish("tenants/beta/models/lstm/requests", "not mine")  # denied by the %u pattern
+        acme.publish("tenants/acme/models/lstm/requests", "mine")
+        [msg] = worker.wait_for(1)
+        assert msg.topic == "tenants/acme/models/lstm/requests"
+        worker.assert_no_messages(0.2, topic="tenants/beta/#")
+
+
+def test_rewrite_mosquitto_conf_requires_a_listener(tmp_path: Path) -> None:
+    with pytest.raises(MosquittoError, match="listener"):
+        rewrite_mosquitto_conf("allow_anonymous true\n", port=1, persistence_location=tmp_path, log_file=tmp_path / "l")
+
+
+def test_mosquitto_start_failure_shows_the_log(tmp_path: Path) -> None:
+    server = MosquittoBroker(tmp_path / "bad", extra_conf=["no_such_option 1"])
+    with pytest.raises(MosquittoError, match=r"(?s)exited with code.*no_such_option"):
+        server.start()
+    assert not server.is_running()
+
+
+def test_missing_mosquitto_fails_with_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import brokers
+
+    monkeypatch.setattr(brokers.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(brokers.os, "access", lambda _path, _mode: False)
+    with pytest.raises(MosquittoError, match="apt-get install mosquitto"):
+        brokers.find_mosquitto()
+
+
+# =========================================================================== both brokers
+
+
+def test_round_trip_on_each_broker(broker: BrokerHandle, make_probe: ProbeFactory, topic_prefix: str) -> None:
+    assert broker.kind in ("mosquitto", "amqtt")
+    assert broker.supports_shared_subscriptions == (broker.kind == "mosquitto")
+    sub = make_probe(broker)
+    sub.subscribe(f"{topic_prefix}/#", qos=1)
+    pub = make_probe(broker)
+    for i in range(10):
+        pub.publish(f"{topic_prefix}/n", {"i": i}, qos=1)
+    got = sub.wait_for(10, timeout=5)
+    assert [m.json()["i"] for m in got] == list(range(10))
+
+
+def test_retained_message_on_each_broker(broker: BrokerHandle, make_probe: ProbeFactory, topic_prefix: str) -> None:
+    pub = make_probe(broker)
+    pub.publish(f"{topic_prefix}/state", "on", retain=True)
+    late = make_probe(broker)
+    late.subscribe(f"{topic_prefix}/state")
+    [msg] = late.wait_for(1)
+    assert (msg.text, msg.retain) == ("on", True)
+
+
+# =========================================================================== embedded amqtt
+
+
+def test_amqtt_round_trip(amqtt_broker: EmbeddedBroker, make_probe: ProbeFactory, topic_prefix: str) -> None:
+    sub = make_probe(amqtt_broker)
+    assert sub.subscribe(f"{topic_prefix}/+", qos=1) == [1]
+    pub = make_probe(amqtt_broker)
+    pub.publish(f"{topic_prefix}/a", b"payload", qos=1)
+    [msg] = sub.wait_for(1, timeout=5)
+    assert (msg.topic, msg.payload, msg.qos) == (f"{topic_prefix}/a", b"payload", 1)
+
+
+def _children_of(parent: int) -> dict[int, str]:
+    """Live child processes of ``parent`` (pid -> command line), from /proc."""
+    children: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, ppid = fields[0], int(fields[1])
+        if ppid == parent and state != "Z":
+            children[int(entry.name)] = cmdline
+    return children
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_embedded_broker_start_stop_leaves_no_process() -> None:
+    before = _children_of(os.getpid())
+    broker = EmbeddedBroker(port=0)
+    broker.start()
+    pid = broker.pid
+    port = broker.port
+    assert pid is not None and port != 0
+    assert pid in _children_of(os.getpid())
+    assert port_is_open("127.0.0.1", port)
+
+    broker.stop()
+    assert not broker.is_running() and broker.pid is None
+    assert not _pid_alive(pid)  # gone and reaped, not a zombie
+    assert not port_is_open("127.0.0.1", port)
+    # multiprocessing's resource tracker may have appeared; no spawned broker may remain
+    new_children = {p: cmd for p, cmd in _children_of(os.getpid()).items() if p not in before}
+    assert [cmd for cmd in new_children.values() if "spawn_main" in cmd] == []
+    broker.stop()  # idempotent
+
+
+def test_two_embedded_brokers_at_once(make_probe: ProbeFactory, topic_prefix: str) -> None:
+    with EmbeddedBroker(port=0) as one, EmbeddedBroker(port=0) as two:
+        assert one.port != two.port
+        assert one.pid != two.pid
+        sub_one = make_probe(one)
+        sub_two = make_probe(two)
+        sub_one.subscribe(f"{topic_prefix}/#")
+        sub_two.subscribe(f"{topic_prefix}/#")
+        make_probe(one).publish(f"{topic_prefix}/x", "for one")
+        make_probe(two).publish(f"{topic_prefix}/x", "for two")
+        assert [m.text for m in sub_one.wait_for(1)] == ["for one"]
+        assert [m.text for m in sub_two.wait_for(1)] == ["for two"]
+        sub_one.assert_no_messages(0.2, topic=f"{topic_prefix}/none")
+        assert len(sub_one.messages) == len(sub_two.messages) == 1
+
+
+def test_embedded_broker_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        broker = EmbeddedBroker(port=port, start_timeout=20)
+        expected = rf"(?i)failed to start on 127\.0\.0\.1:{port}: .*address already in use"
+        with pytest.raises(EmbeddedBrokerError, match=expected):
+            broker.start()
+        assert not broker.is_running()
+
+
+def test_amqtt_refuses_mqtt_v5(amqtt_broker: EmbeddedBroker) -> None:
+    probe = MqttProbe(amqtt_broker.connect_host, amqtt_broker.port, protocol="5", connect_timeout=5)
+    try:
+        with pytest.raises(MqttProbeError):
+            probe.connect()
+    finally:
+        probe.close()
+
+
+def test_amqtt_has_no_shared_subscriptions(
+    amqtt_broker: EmbeddedBroker, make_probe: ProbeFactory, topic_prefix: str
+) -> None:
+    assert amqtt_broker.supports_shared_subscriptions is False
+    shared = make_probe(amqtt_broker)
+    shared.subscribe(f"$share/workers/{topic_prefix}/t", check=False)
+    plain = [make_probe(amqtt_broker) for _ in range(2)]
+    for p in plain:
+        p.subscribe(f"{topic_prefix}/t")
+    make_probe(amqtt_broker).publish(f"{topic_prefix}/t", "hello")
+    for p in plain:  # every plain subscriber gets every message
+        assert p.wait_for(1)[0].text == "hello"
+    shared.assert_no_messages(0.3)  # "$share/..." is only a literal filter
+
+
+AUTH_USERS = {"acme": "acme-pw", "beta": "beta-pw", "worker": "worker-pw"}
+AUTH_ACL = {
+    "acme": ["tenants/acme/#"],
+    "beta": ["tenants/beta/#"],
+    "worker": ["tenants/+/models/+/requests", "tenants/#"],
+}
+
+
+@pytest.fixture(scope="module")
+def amqtt_auth() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(port=0, users=AUTH_USERS, topic_acl=AUTH_ACL) as server:
+        yield server
+
+
+def test_amqtt_auth_config_format() -> None:
+    config = build_broker_config("127.0.0.1", 1883, password_file="/x/passwd", topic_acl={"a": ["a/#"]})
+    assert config["plugins"] == {
+        "amqtt.plugins.authentication.FileAuthPlugin": {"password_file": "/x/passwd"},
+        "amqtt.plugins.topic_checking.TopicAccessControlListPlugin": {
+            "acl": {"a": ["a/#"]},
+            "publish_acl": {"a": ["a/#"]},
+        },
+    }
+    anonymous = build_broker_config("127.0.0.1", 0)
+    assert anonymous["plugins"] == {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("acme", "wrong"), ("nobody", "acme-pw"), (None, None), ("acme", None)],
+    ids=["wrong-password", "unknown-user", "anonymous", "no-password"],
+)
+def test_amqtt_auth_refuses(amqtt_auth: EmbeddedBroker, username: str | None, password: str | None) -> None:
+    probe = MqttProbe(amqtt_auth.connect_host, amqtt_auth.port, username=username, password=password)
+    try:
+        with pytest.raises(MqttProbeError, match="refused") as refused:
+            probe.connect()
+    finally:
+        probe.close()
+    assert refused.value.reason_code is not None
+
+
+def test_amqtt_acl_limits_subscribe_and_publish(
+    amqtt_auth: EmbeddedBroker, make_probe: ProbeFactory, topic_prefix: str
+) -> None:
+    worker = make_probe(amqtt_auth, username="worker", password="worker-pw")
+    worker.subscribe("tenants/+/models/+/requests")
+    acme = make_probe(amqtt_auth, username="acme", password="acme-pw")
+
+    # subscribe outside its ACL: SUBACK 0x80
+    assert acme.subscribe("tenants/beta/#", check=False) == [0x80]
+    assert acme.subscribe("tenants/acme/#") == [1]
+    with pytest.raises(MqttProbeError, match="refused"):
+        acme.subscribe(f"{topic_prefix}/#")
+
+    # publish outside its ACL: acknowledged, then dropped by the broker
+    acme.publish("tenants/beta/models/lstm/requests", "spoofed")
+    acme.publish("tenants/acme/models/lstm/requests", "genuine")
+    [msg] = worker.wait_for(1)
+    assert (msg.topic, msg.text) == ("tenants/acme/models/lstm/requests", "genuine")
+    worker.assert_no_messages(0.3, topic="tenants/beta/#")
+
+    # the worker may answer on any tenant's topics; acme sees its own
+    worker.publish("tenants/acme/models/lstm/responses", "answer")
+    assert acme.wait_for(1, topic="tenants/acme/models/lstm/responses")[0].text == "answer"
+
+
+def test_amqtt_persistent_session_queues_while_offline_when_authenticated(
+    amqtt_auth: EmbeddedBroker, topic_prefix: str
+) -> None:
+    topic = "tenants/acme/models/lstm/responses"
+    client_id = f"acme-persistent-{time.monotonic_ns()}"
+    host, port = amqtt_auth.connect_host, amqtt_auth.port
+    with MqttProbe(host, port, client_id=client_id, username="acme", password="acme-pw", clean_session=False) as a:
+        a.subscribe(topic)
+    with MqttProbe(host, port, username="worker", password="worker-pw") as worker:
+        worker.publish(topic, "queued")
+    with MqttProbe(host, port, client_id=client_id, username="acme", password="acme-pw", clean_session=False) as a:
+        assert a.session_present is True
+        assert a.wait_for(1, timeout=5)[0].text == "queued"
+
+
+def test_amqtt_anonymous_persistent_session_does_not_queue(amqtt_broker: EmbeddedBroker, topic_prefix: str) -> None:
+    """Documents an amqtt 0.12 limitation: anonymous sessions get no offline queue."""
+    topic = f"{topic_prefix}/t"
+    client_id = f"anon-persistent-{time.monotonic_ns()}"
+    host, port = amqtt_broker.connect_host, amqtt_broker.port
+    with MqttProbe(host, port, client_id=client_id, clean_session=False) as a:
+        a.subscribe(topic)
+    with MqttProbe(host, port) as pub:
+        pub.publish(topic, "lost")
+    with MqttProbe(host, port, client_id=client_id, clean_session=False) as a:
+        a.assert_no_messages(0.3)
+
+
+def test_embedded_broker_cli(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    hashed = subprocess.run(
+        [sys.executable, "-m", "server_app.broker", "--hash-password"],
+        input="s3cret\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    assert hashed.startswith("$argon2id$")
+    (tmp_path / "passwd").write_text(f"acme:{hashed}\n")
+    (tmp_path / "acl.yaml").write_text("acme: ['tenants/acme/#']\n")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server_app.broker",
+            "--port",
+            str(port),
+            "--password-file",
+            str(tmp_path / "passwd"),
+            "--acl-file",
+            str(tmp_path / "acl.yaml"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert wait_port_open("127.0.0.1", port, timeout=20), "CLI broker did not listen"
+        with MqttProbe("127.0.0.1", port, username="acme", password="s3cret") as probe:
+            probe.subscribe("tenants/acme/#")
+            probe.publish("tenants/acme/x", "hi")
+            assert probe.wait_for(1)[0].text == "hi"
+        bad = MqttProbe("127.0.0.1", port, username="acme", password="nope")
+        with pytest.raises(MqttProbeError):
+            bad.connect()
+        bad.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, out
+    assert f"listening on 127.0.0.1:{port}" in out
