@@ -286,8 +286,8 @@ class Worker:
                     raise TooLarge(f"message of {len(message.payload)} bytes, the limit is {limits.max_message_bytes}")
                 if reply.model is None:
                     raise InvalidRequest(
-                        f"no service on {message.topic[:200]!r}; "
-                        "requests go to tenants/<tenant>/models/<model>/requests"
+                        f"no service on {message.topic[:200]!r}: requests go to "
+                        "tenants/<tenant>/models/<model>/requests, names matching [a-z0-9][a-z0-9_-]{0,62}"
                     )
                 if reply.tutorial:
                     decoded = protocol.decode_tutorial_request(message.payload)

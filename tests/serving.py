@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -19,8 +20,7 @@ from server_app.config import ServerConfig, parse_config
 from server_app.worker import Worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_MODELS = REPO_ROOT / "models"
-SAMPLE_DATA = REPO_ROOT / "data" / "bts_sample.csv"
+SHIPPED_MODELS = Path(os.environ.get("TEST_SHIPPED_MODELS", REPO_ROOT / "models"))
 
 
 def copy_model_repository(target: Path, names: tuple[str, ...] = ("lstm", "ann")) -> Path:
@@ -89,11 +89,11 @@ def running_worker(
 
 
 def windows_from_sample(count: int, length: int = 6, seed: int = 0) -> np.ndarray:
-    """Real-looking raw windows: slices of the shipped sample series."""
-    values = np.loadtxt(SAMPLE_DATA, delimiter=",", skiprows=1, usecols=3, dtype=np.float64, max_rows=20000)
+    """Raw windows in the range of the BTS load series (6..25): a drifting level plus noise."""
     rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(values) - length, size=count)
-    return np.stack([values[s : s + length] for s in starts]).astype(np.float32).reshape(count, length, 1)
+    level = rng.uniform(8, 22, size=(count, 1))
+    steps = np.cumsum(rng.normal(0, 0.8, size=(count, length)), axis=1)
+    return np.clip(level + steps, 6, 25).astype(np.float32).reshape(count, length, 1)
 
 
 def oip_request(request_id: str, windows: np.ndarray, **parameters: Any) -> bytes:

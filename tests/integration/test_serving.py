@@ -67,7 +67,7 @@ def test_two_tenants_two_models_answers_are_isolated_and_exact(broker: BrokerHan
             want = direct[model].predict(windows)
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
         assert seen == {request_id: 1 for request_id in expected}
-        assert not [m for m in observer.messages() if m.topic.endswith("/errors")]
+        assert not [m for m in observer.messages if m.topic.endswith("/errors")]
 
 
 def test_tutorial_client_gets_flat_json_on_its_own_queues(broker: BrokerHandle, repository: Path) -> None:
@@ -79,11 +79,11 @@ def test_tutorial_client_gets_flat_json_on_its_own_queues(broker: BrokerHandle, 
     normalized = [[-0.3, -0.2, -0.1, 0.0, 0.1, 0.2], [0.5, 0.4, 0.3, 0.2, 0.1, 0.0]]  # oldest first
     with running_worker(_config(broker, repository, tenants=tenants)), broker.probe() as client:
         client.subscribe("outqueue/lstm")
-        for window in normalized:
+        for sent, window in enumerate(normalized, start=1):
             flat = {f"norm_{i + 1}": value for i, value in enumerate(reversed(window))}  # norm_1 newest
             client.publish("inqueue/lstm", orjson.dumps(flat))
-            client.wait_for(1, timeout=10)
-        answers = [m.json() for m in client.messages()]
+            client.wait_for(sent, timeout=10)
+        answers = [m.json() for m in client.messages]
     assert [list(a) for a in answers] == [["LSTM"], ["LSTM"]]
     want = lstm.predict_normalized(np.array(normalized, dtype=np.float32).reshape(2, 6, 1))[:, 0]
     np.testing.assert_allclose([a["LSTM"] for a in answers], want, atol=1e-6)
@@ -101,7 +101,7 @@ BAD_INPUTS: list[tuple[str, bytes, str, str]] = [
     ("models/gru/requests", oip_request("unknown", np.ones((1, 6, 1), np.float32)), "unknown_model", "responses"),
     ("models/ann/requests", oip_request("notallowed", np.ones((1, 6, 1), np.float32)), "model_not_allowed",
      "responses"),
-    ("something/else", b"{}", "invalid_request", "errors"),
+    ("models/Not-A-Name!/requests", b"{}", "invalid_request", "errors"),
 ]
 
 
@@ -109,7 +109,9 @@ def test_bad_input_gets_structured_errors_and_others_are_served(broker: BrokerHa
     tenants = {"acme": {"models": ["lstm", "ann"]}, "mallory": {"models": ["lstm"]}}
     good = windows_from_sample(3)
     with running_worker(_config(broker, repository, tenants=tenants)) as worker, broker.probe() as observer:
-        observer.subscribe(["tenants/mallory/#", "tenants/acme/models/lstm/responses"])
+        observer.subscribe(
+            ["tenants/mallory/models/+/responses", "tenants/mallory/errors", "tenants/acme/models/lstm/responses"]
+        )
         with broker.probe() as sender:
             for i, (suffix, payload, _, _) in enumerate(BAD_INPUTS):
                 sender.publish(f"tenants/mallory/{suffix}", payload)
