@@ -1,0 +1,202 @@
+"""Run statistics: counts, errors by code, latency percentiles and MAE against actual readings.
+
+A :class:`Recorder` is fed by one thread (the mode's main loop); :meth:`Recorder.summary`
+freezes it into a :class:`Summary`, which renders as text and as the ``SUMMARY {json}`` line.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least p% of values <= it; None if empty."""
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {p}")
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return float(ordered[rank - 1])
+
+
+def mean_absolute_error(forecasts: Sequence[float], actuals: Sequence[float]) -> float | None:
+    """Mean of |forecast - actual|; None when there is nothing to compare."""
+    if len(forecasts) != len(actuals):
+        raise ValueError(f"{len(forecasts)} forecasts but {len(actuals)} actual readings")
+    if not forecasts:
+        return None
+    return math.fsum(abs(f - a) for f, a in zip(forecasts, actuals, strict=True)) / len(forecasts)
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass(frozen=True)
+class Summary:
+    tenant: str
+    model: str
+    mode: str
+    sent: int
+    answered: int
+    errors: int
+    errors_by_code: dict[str, int]
+    unanswered: int
+    windows_sent: int
+    forecasts: int
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mae: float | None
+    duration_s: float
+    late: int = 0
+    duplicates: int = 0
+    uncorrelated_errors: int = 0
+    stopped_early: bool = False
+    model_versions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def all_answered(self) -> bool:
+        return self.unanswered == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "model": self.model,
+            "mode": self.mode,
+            "sent": self.sent,
+            "answered": self.answered,
+            "errors": self.errors,
+            "errors_by_code": dict(sorted(self.errors_by_code.items())),
+            "unanswered": self.unanswered,
+            "windows_sent": self.windows_sent,
+            "forecasts": self.forecasts,
+            "p50_ms": _rounded(self.p50_ms, 3),
+            "p90_ms": _rounded(self.p90_ms, 3),
+            "p99_ms": _rounded(self.p99_ms, 3),
+            "max_ms": _rounded(self.max_ms, 3),
+            "mae": _rounded(self.mae, 6),
+            "duration_s": round(self.duration_s, 3),
+            "late": self.late,
+            "duplicates": self.duplicates,
+            "uncorrelated_errors": self.uncorrelated_errors,
+            "stopped_early": self.stopped_early,
+            "model_versions": dict(sorted(self.model_versions.items())),
+        }
+
+    def json_line(self) -> str:
+        """``SUMMARY {json}``: one line, stable keys, for scripts and tests."""
+        return "SUMMARY " + orjson.dumps(self.as_dict()).decode()
+
+    def text(self) -> str:
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2f}"
+
+        errors = ", ".join(f"{code} {n}" for code, n in sorted(self.errors_by_code.items())) or "none"
+        rate = self.answered / self.duration_s if self.duration_s > 0 else 0.0
+        lines = [
+            f"summary {self.tenant}/{self.model} ({self.mode}{', stopped early' if self.stopped_early else ''}): "
+            f"sent {self.sent} requests ({self.windows_sent} windows), answered {self.answered}, "
+            f"unanswered {self.unanswered}, in {self.duration_s:.2f} s ({rate:.1f} answers/s)",
+            f"errors: {self.errors} ({errors})",
+            f"latency ms: p50 {ms(self.p50_ms)}  p90 {ms(self.p90_ms)}  p99 {ms(self.p99_ms)}  max {ms(self.max_ms)}",
+            "MAE: -" if self.mae is None else f"MAE: {self.mae:.4f} over {self.forecasts} forecasts (raw units)",
+        ]
+        extras = [
+            f"{name} {count}"
+            for name, count in (
+                ("late answers", self.late),
+                ("duplicate answers", self.duplicates),
+                ("errors without a request id", self.uncorrelated_errors),
+            )
+            if count
+        ]
+        if extras:
+            lines.append("ignored: " + ", ".join(extras))
+        return "\n".join(lines)
+
+
+class Recorder:
+    """Accumulates one run's outcomes. Not thread-safe: feed it from one thread."""
+
+    def __init__(self, tenant: str, model: str, mode: str, clock: Any = time.monotonic) -> None:
+        self.tenant = tenant
+        self.model = model
+        self.mode = mode
+        self._clock = clock
+        self._started = clock()
+        self._finished: float | None = None
+        self.sent = 0
+        self.windows_sent = 0
+        self.answered = 0
+        self.errors: Counter[str] = Counter()
+        self.latencies_ms: list[float] = []
+        self.forecasts: list[float] = []
+        self.actuals: list[float] = []
+        self.versions: Counter[str] = Counter()
+        self.stopped_early = False
+
+    def record_sent(self, windows: int) -> None:
+        self.sent += 1
+        self.windows_sent += windows
+
+    def record_answer(
+        self,
+        latency_ms: float,
+        *,
+        forecasts: Sequence[float] | None = None,
+        actuals: Sequence[float] | None = None,
+        error_code: str | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        self.answered += 1
+        self.latencies_ms.append(latency_ms)
+        if error_code is not None:
+            self.errors[error_code] += 1
+            return
+        if model_version is not None:
+            self.versions[model_version] += 1
+        if forecasts is not None and actuals is not None:
+            if len(forecasts) != len(actuals):
+                raise ValueError(f"{len(forecasts)} forecasts but {len(actuals)} actual readings")
+            self.forecasts.extend(float(f) for f in forecasts)
+            self.actuals.extend(float(a) for a in actuals)
+
+    def finish(self) -> None:
+        if self._finished is None:
+            self._finished = self._clock()
+
+    def summary(self, *, late: int = 0, duplicates: int = 0, uncorrelated_errors: int = 0) -> Summary:
+        end = self._finished if self._finished is not None else self._clock()
+        return Summary(
+            tenant=self.tenant,
+            model=self.model,
+            mode=self.mode,
+            sent=self.sent,
+            answered=self.answered,
+            errors=sum(self.errors.values()),
+            errors_by_code=dict(self.errors),
+            unanswered=self.sent - self.answered,
+            windows_sent=self.windows_sent,
+            forecasts=len(self.forecasts),
+            p50_ms=percentile(self.latencies_ms, 50),
+            p90_ms=percentile(self.latencies_ms, 90),
+            p99_ms=percentile(self.latencies_ms, 99),
+            max_ms=max(self.latencies_ms) if self.latencies_ms else None,
+            mae=mean_absolute_error(self.forecasts, self.actuals),
+            duration_s=max(0.0, end - self._started),
+            late=late,
+            duplicates=duplicates,
+            uncorrelated_errors=uncorrelated_errors,
+            stopped_early=self.stopped_early,
+            model_versions=dict(self.versions),
+        )
