@@ -75,6 +75,11 @@ _ACL_PLUGIN = "amqtt.plugins.topic_checking.TopicAccessControlListPlugin"
 # or absent user name): keeps ``publish_acl`` non-empty, see the module doc.
 _NOBODY = "\x00nobody"
 
+_SPAWN_HINT = (
+    "; note: the broker process is started with multiprocessing 'spawn', which re-imports the "
+    "__main__ module: a script that starts a broker must do so under `if __name__ == '__main__':`"
+)
+
 _log = logging.getLogger(__name__)
 
 
@@ -399,14 +404,14 @@ class EmbeddedBroker:
                 try:
                     kind, value = conn.recv()
                 except (EOFError, OSError):
-                    kind, value = "error", "broker process closed its pipe before listening"
+                    kind, value = "error", "broker process closed its pipe before listening" + _SPAWN_HINT
                 if kind == "ready":
                     return int(value)
                 raise EmbeddedBrokerError(f"embedded amqtt broker failed to start on {where}: {value}")
             if not process.is_alive():
                 raise EmbeddedBrokerError(
                     f"embedded amqtt broker process exited with code {process.exitcode} "
-                    f"before listening on {where} (see its stderr)"
+                    f"before listening on {where} (see its stderr){_SPAWN_HINT}"
                 )
             if time.monotonic() > deadline:
                 raise EmbeddedBrokerError(

@@ -401,6 +401,7 @@ class MosquittoBroker:
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self._process = None
+                self._close_output()
                 raise MosquittoError(
                     f"mosquitto exited with code {code} while starting on {self.host}:{self.port}\n{self.describe()}"
                 )
