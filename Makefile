@@ -1,0 +1,39 @@
+# One-command entry points. `make demo` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv demo test lint typecheck models bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,train]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## demo: embedded broker + shipped models + two tenants streaming for ~20 s, then a summary
+demo: venv
+	$(PY) -m examples.demo
+
+## test: lint, type check, then the whole pytest suite (needs `mosquitto` installed: see .ci/run)
+test: venv lint typecheck
+	$(PY) -m pytest
+
+lint: venv
+	$(PY) -m ruff check .
+
+typecheck: venv
+	$(PY) -m mypy
+
+## models: regenerate the shipped sample data and model versions from scratch
+models: venv
+	bash scripts/make_models.sh
+
+## bench: the full benchmark against a real Mosquitto; writes benchmarks/results/
+bench: venv
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
