@@ -318,7 +318,10 @@ class EmbeddedBroker:
         self.users = dict(users) if users is not None else None
         self.topic_acl = {u: list(f) for u, f in topic_acl.items()} if topic_acl is not None else None
         self.password_file = Path(password_file) if password_file is not None else None
-        self.log_level = logging.getLevelName(log_level.upper()) if isinstance(log_level, str) else log_level
+        level = logging.getLevelName(log_level.upper()) if isinstance(log_level, str) else log_level
+        if not isinstance(level, int):
+            raise EmbeddedBrokerError(f"unknown log level {log_level!r}")
+        self.log_level: int = level
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._process: multiprocessing.process.BaseProcess | None = None

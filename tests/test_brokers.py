@@ -27,6 +27,8 @@ from tests.brokers import (
     write_mosquitto_password_file,
 )
 
+pytestmark = pytest.mark.integration  # nearly every test here runs a real broker
+
 ProbeFactory = Callable[..., MqttProbe]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
