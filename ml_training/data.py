@@ -269,7 +269,7 @@ def _bad(label: str, lines: np.ndarray, mask: np.ndarray, column: str, what: str
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return np.asarray(pd.to_numeric(frame[column], errors="coerce"), dtype=np.float64)
+    return np.array(pd.to_numeric(frame[column], errors="coerce"), dtype=np.float64)  # a writable copy
 
 
 def _finite(label: str, frame: pd.DataFrame, lines: np.ndarray, column: str) -> np.ndarray:
