@@ -97,7 +97,7 @@ class Worker:
         self._dedup = Deduplicator(config.worker.dedup_window_s, config.worker.dedup_max_entries)
         self._heartbeat = time.monotonic()
         self._status_topic = protocol.status_topic(self.worker_id)
-        self._reloader = Reloader(config, config_path, self._hand_over, self._count_reload)
+        self._reloader = Reloader(config, config_path, self._hand_over, self._on_reload_result)
         self.transport = MqttTransport(
             self._broker,
             self.worker_id,
@@ -110,8 +110,10 @@ class Worker:
         self._health: HealthServer | None = None
         self._threads: list[threading.Thread] = []
 
-    def _count_reload(self, result: str) -> None:
+    def _on_reload_result(self, result: str) -> None:
         self.metrics.reloads.labels(result=result).inc()
+        if result == "config_rejected" and self._state is not None:
+            self.publish_status("serving")  # make the rejection visible to operators
 
     # -- state hand-over -----------------------------------------------------------------
     def _hand_over(self, state: ServingState) -> None:

@@ -118,3 +118,37 @@ class AnswerCounter:
     def add(self, body: dict[str, Any]) -> None:
         with self.lock:
             self.by_id.setdefault(str(body.get("id")), []).append(body)
+
+
+class PacedLoad:
+    """Publish single-window requests at a fixed rate from a thread, ids `<prefix>-<n>`; bounded."""
+
+    def __init__(self, probe: Any, topic: str, rate: float, duration_s: float, prefix: str) -> None:
+        self.probe = probe
+        self.topic = topic
+        self.rate = rate
+        self.total = int(rate * duration_s)
+        self.prefix = prefix
+        self.sent: list[str] = []
+        self.send_times: dict[str, float] = {}
+        self._thread = threading.Thread(target=self._run, name="paced-load", daemon=True)
+        self._windows = windows_from_sample(64, seed=7)
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        for n in range(self.total):
+            delay = start + n / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            request_id = f"{self.prefix}-{n:06d}"
+            self.send_times[request_id] = time.monotonic()
+            self.probe.publish(self.topic, oip_request(request_id, self._windows[n % 64 : n % 64 + 1]), wait=False)
+            self.sent.append(request_id)
+
+    def start(self) -> PacedLoad:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "load generator did not finish"
