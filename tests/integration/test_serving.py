@@ -51,7 +51,8 @@ def test_two_tenants_two_models_answers_are_isolated_and_exact(broker: BrokerHan
                 windows = windows_from_sample(1 + i % 5, seed=route_index * 1000 + i)
                 request_id = f"{tenant}-{model}-{i:04d}"
                 expected[request_id] = (tenant, model, windows)
-                sender.publish(f"tenants/{tenant}/models/{model}/requests", oip_request(request_id, windows), wait=False)
+                topic = f"tenants/{tenant}/models/{model}/requests"
+                sender.publish(topic, oip_request(request_id, windows), wait=False)
         responses = observer.wait_for(lambda m: m.topic.endswith("/responses"), count=len(expected), timeout=30)
         seen: dict[str, int] = {}
         for message in responses:
