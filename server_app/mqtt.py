@@ -97,10 +97,12 @@ class MqttTransport:
         max_inflight: int,
         will_topic: str | None = None,
         will_payload: bytes | None = None,
+        on_subscribed: Callable[[], None] = lambda: None,
     ) -> None:
         self._broker = broker
         self._inbox = inbox
         self._on_overflow = on_overflow
+        self._on_subscribed = on_subscribed
         self._qos = broker.qos
         self._v5 = broker.mqtt_version == "5"
         self._client = make_client(broker, client_id, manual_ack=True, persistent=True)
@@ -263,8 +265,12 @@ class MqttTransport:
         refused = [str(code) for code in reason_codes if code.is_failure]
         if refused:
             log.error("broker refused subscription(s): %s", refused)
-        else:
+        elif self._filters and not self.subscribed.is_set():
             self.subscribed.set()
+            try:
+                self._on_subscribed()
+            except Exception:
+                log.exception("on_subscribed callback failed")
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         try:

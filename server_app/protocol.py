@@ -175,7 +175,13 @@ def decode_tutorial_request(payload: bytes) -> DecodedRequest:
 
 
 def encode_response(
-    request_id: str, model_name: str, model_version: int, forecasts: np.ndarray, tenant: str, served_at: float
+    request_id: str,
+    model_name: str,
+    model_version: int,
+    forecasts: np.ndarray,
+    tenant: str,
+    served_at: float,
+    worker: str,
 ) -> bytes:
     return orjson.dumps(
         {
@@ -190,7 +196,7 @@ def encode_response(
                     "data": forecasts.ravel().tolist(),
                 }
             ],
-            "parameters": {"tenant": tenant, "served_at": served_at},
+            "parameters": {"tenant": tenant, "served_at": served_at, "worker": worker},
         }
     )
 

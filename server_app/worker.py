@@ -106,6 +106,7 @@ class Worker:
             max_inflight=config.worker.max_inflight,
             will_topic=self._status_topic,
             will_payload=orjson.dumps({"worker": self.worker_id, "state": "offline"}),
+            on_subscribed=lambda: self.publish_status("serving"),
         )
         self._health: HealthServer | None = None
         self._threads: list[threading.Thread] = []
@@ -186,8 +187,8 @@ class Worker:
                 self.config.health.host, self._health_port, self.alive, self.ready, self.metrics.render
             )
             self._health.start()
+        # The "serving" status goes out once the broker confirms the subscription (on_subscribed).
         self.transport.start(subscriptions(state.config, self._broker.shared_group))
-        self.publish_status("serving")
         serving = threading.Thread(target=self._serve, name="serving", daemon=True)
         reloading = threading.Thread(target=self._reloader.run, args=(self._stop,), name="reload", daemon=True)
         self._threads = [serving, reloading]
@@ -319,7 +320,13 @@ class Worker:
                 payload = protocol.encode_tutorial_response(outcome.model_name, float(outcome.forecasts[0, 0]))
             else:
                 payload = protocol.encode_response(
-                    request_id, outcome.model_name, outcome.model_version, outcome.forecasts, reply.tenant, time.time()
+                    request_id,
+                    outcome.model_name,
+                    outcome.model_version,
+                    outcome.forecasts,
+                    reply.tenant,
+                    time.time(),
+                    self.worker_id,
                 )
             code = "ok"
             self.metrics.windows.labels(outcome.model_name, str(outcome.model_version)).inc(outcome.forecasts.shape[0])

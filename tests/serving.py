@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -152,3 +155,55 @@ class PacedLoad:
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "load generator did not finish"
+
+
+def start_server_process(
+    config_path: Path, log_path: Path, *extra_args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`python -m server_app --config ...` as a user would run it; output to a log file."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "server_app", "--config", str(config_path), *extra_args],
+        cwd=REPO_ROOT,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM and wait (kill if it overstays); returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+            raise
+    return int(process.returncode)
+
+
+def wait_worker_status(probe: Any, worker_id: str, state: str = "serving", timeout: float = 30.0) -> dict[str, Any]:
+    """Wait for a worker's retained status (the probe must subscribe to service/workers/+/status)."""
+    found = probe.wait_for(
+        lambda m: m.topic == f"service/workers/{worker_id}/status" and m.json().get("state") == state,
+        timeout=timeout,
+    )
+    body: dict[str, Any] = found[-1].json()
+    return body
+
+
+def count_answers(messages: list[Any]) -> tuple[dict[str, int], dict[str, int], list[dict[str, Any]]]:
+    """(answers per id, answers per worker, error bodies) from response messages."""
+    per_id: dict[str, int] = {}
+    per_worker: dict[str, int] = {}
+    errors: list[dict[str, Any]] = []
+    for message in messages:
+        body = message.json()
+        per_id[body["id"]] = per_id.get(body["id"], 0) + 1
+        if "error" in body:
+            errors.append(body)
+        else:
+            worker = body["parameters"]["worker"]
+            per_worker[worker] = per_worker.get(worker, 0) + 1
+    return per_id, per_worker, errors

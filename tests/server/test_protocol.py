@@ -113,12 +113,12 @@ def test_tutorial_request_rejects(body: dict[str, object]) -> None:
 
 def test_encode_response_and_error() -> None:
     body = orjson.loads(
-        protocol.encode_response("r1", "lstm", 3, np.array([[1.5], [2.5]], dtype=np.float32), "acme", 1.0)
+        protocol.encode_response("r1", "lstm", 3, np.array([[1.5], [2.5]], dtype=np.float32), "acme", 1.0, "w-0")
     )
     assert body["model_version"] == "3"
     assert body["outputs"][0]["shape"] == [2, 1]
     assert body["outputs"][0]["data"] == [1.5, 2.5]
-    assert body["parameters"]["tenant"] == "acme"
+    assert body["parameters"] == {"tenant": "acme", "served_at": 1.0, "worker": "w-0"}
     error = orjson.loads(protocol.encode_error("r1", "invalid_window", "bad"))
     assert error == {"id": "r1", "error": {"code": "invalid_window", "message": "bad"}}
     assert orjson.loads(protocol.encode_tutorial_response("lstm", -0.25)) == {"LSTM": -0.25}
