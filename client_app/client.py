@@ -41,6 +41,7 @@ from server_app.mqtt import make_client, set_tcp_nodelay
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 1000
+AUTO_V5_CONNACK_WAIT_S = 3.0
 _UNSUPPORTED_PROTOCOL = {1, 0x84}  # 3.1.1 "unacceptable protocol version", v5 "unsupported protocol version"
 
 
@@ -138,6 +139,7 @@ class TenantClient:
         self._settled = threading.Event()  # CONNACK (good or bad) arrived
         self._suback_event = threading.Event()  # SUBACK (good or bad) arrived
         self._connack: ReasonCode | None = None
+        self._closed_before_connack = False
         self._suback_mid: int | None = None
         self._suback: list[ReasonCode] | None = None
         self._closed = False
@@ -162,23 +164,27 @@ class TenantClient:
         versions = ["5", "3.1.1"] if base.protocol == "auto" else [base.protocol]
         for index, version in enumerate(versions):
             broker = base.model_copy(update={"protocol": version})
+            fallback_left = index + 1 < len(versions)
             try:
-                self._connect_once(broker, timeout)
+                # amqtt with authentication answers an MQTT 5 CONNECT with silence: do not wait long
+                self._connect_once(broker, min(timeout, AUTO_V5_CONNACK_WAIT_S) if fallback_left else timeout,
+                                   silence_is_refusal=fallback_left)
                 return self
-            except _ProtocolRefusedError:
-                if index + 1 < len(versions):
-                    log.info("broker %s:%d refused MQTT %s; retrying with %s", base.host, base.port, version,
-                             versions[index + 1])
+            except _ProtocolRefusedError as exc:
+                if fallback_left:
+                    log.info("broker %s:%d refused MQTT %s (%s); retrying with %s", base.host, base.port, version,
+                             exc, versions[index + 1])
                     continue
                 raise ClientConnectError(
-                    f"broker {base.host}:{base.port} refused MQTT {version} (unsupported protocol version); "
+                    f"broker {base.host}:{base.port} refused MQTT {version} ({exc}); "
                     'set broker.protocol to "3.1.1" or "auto"'
                 ) from None
         raise AssertionError("unreachable")
 
-    def _connect_once(self, broker: ClientBrokerConfig, timeout: float) -> None:
+    def _connect_once(self, broker: ClientBrokerConfig, timeout: float, *, silence_is_refusal: bool = False) -> None:
         self._broker = broker
         self._connack = None
+        self._closed_before_connack = False
         self._suback = None
         self._suback_mid = None
         self._settled.clear()
@@ -203,8 +209,14 @@ class TenantClient:
         deadline = time.monotonic() + timeout
         try:
             if not self._settled.wait(timeout):
+                if silence_is_refusal:
+                    raise _ProtocolRefusedError(f"no CONNACK within {timeout:g} s")
                 raise ClientConnectError(f"no CONNACK from the broker at {where} within {timeout:g} s")
             connack = self._connack
+            if connack is None and self._closed_before_connack:
+                if broker.mqtt_version == "5":  # e.g. amqtt with authentication: no CONNACK at all for v5
+                    raise _ProtocolRefusedError("connection closed before CONNACK")
+                raise ClientConnectError(f"the broker at {where} closed the connection before CONNACK")
             if connack is not None and connack.is_failure:
                 if _protocol_refused(connack):
                     raise _ProtocolRefusedError(str(connack))
@@ -383,6 +395,9 @@ class TenantClient:
         self._connected.clear()
         self._subscribed.clear()
         self.disconnects += 1
+        if self._connack is None:
+            self._closed_before_connack = True
+            self._settled.set()
         if reason_code.is_failure and not self._closed:
             log.warning("disconnected from the broker (%s); paho reconnects with backoff", reason_code)
 

@@ -76,7 +76,8 @@ def _bad_row(path: Path, frame: pd.DataFrame, lines: np.ndarray, mask: np.ndarra
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return np.asarray(pd.to_numeric(frame[column], errors="coerce"), dtype=np.float64)
+    # a writable copy: pandas 3 (copy-on-write) hands out read-only views
+    return np.array(pd.to_numeric(frame[column], errors="coerce"), dtype=np.float64, copy=True)
 
 
 def _integers(path: Path, frame: pd.DataFrame, lines: np.ndarray, column: str) -> np.ndarray:
