@@ -1,0 +1,1 @@
+"""Deployment artefacts: kustomize builds, Kubernetes schemas, broker and server configs, Dockerfiles."""

@@ -1,0 +1,315 @@
+"""The configs inside the built manifests: server config, mosquitto.conf, ACL, passwords,
+tenant client config. Each is extracted from the kustomize output, i.e. exactly what
+the pods would mount, and checked against what the mounting pod expects."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from client_app.config import parse_client_config
+from server_app.config import ServerConfig, parse_config
+from tests.deployment.manifests import (
+    BASE,
+    EMQX,
+    REPO_ROOT,
+    TENANT_CLIENT,
+    Manifest,
+    built_manifests,
+    containers,
+    extract_file,
+    find_manifest,
+    mount_path_of,
+    pod_spec,
+    volume,
+)
+
+WORKER_USER = "inference-worker"
+PLACEHOLDER = "CHANGE-ME-{user}"  # the demo passwords; docs/deployment.md says to replace them
+
+
+def server_config(path: Path = BASE) -> tuple[ServerConfig, str]:
+    text = extract_file(built_manifests(path), "ConfigMap", "inference-config", "server.yaml")
+    return parse_config(text, "server.yaml"), text
+
+
+def inference(path: Path = BASE) -> Manifest:
+    return find_manifest(built_manifests(path), "StatefulSet", "inference")
+
+
+def worker_container(workload: Manifest) -> dict[str, Any]:
+    return next(c for c in containers(workload, init=False) if c["name"] == "inference")
+
+
+def secret_file_paths(workload: Manifest, container_name: str) -> dict[str, tuple[str, str]]:
+    """Mounted path -> (Secret name, key) for every secret volume of the container."""
+    paths: dict[str, tuple[str, str]] = {}
+    manifests = built_manifests(BASE) + built_manifests(TENANT_CLIENT)
+    for vol in pod_spec(workload).get("volumes", []):
+        if "secret" not in vol:
+            continue
+        mount = mount_path_of(workload, container_name, vol["name"])
+        secret = find_manifest(manifests, "Secret", vol["secret"]["secretName"])
+        items = vol["secret"].get("items") or [{"key": k, "path": k} for k in secret["data"]]
+        for item in items:
+            paths[str(PurePosixPath(mount) / item["path"])] = (secret["metadata"]["name"], item["key"])
+    return paths
+
+
+# -- server config ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [BASE, EMQX], ids=["base", "emqx"])
+def test_server_config_validates(path: Path) -> None:
+    config, _ = server_config(path)
+    assert config.broker.host == ("mosquitto" if path == BASE else "emqx")
+    assert config.broker.port == 1883
+    assert config.broker.username == WORKER_USER
+    assert config.broker.password is None, "the password comes from a Secret file, never the ConfigMap"
+    assert config.broker.shared_group == "inference"
+    assert config.broker.qos == 1
+    assert config.worker.id is None, "worker.id must stay unset: the pod name is the worker id"
+    assert set(config.tenants) == {"acme", "beta"}
+    assert config.tenants["acme"].models == ["lstm", "ann"]
+    assert config.tenants["beta"].models == ["lstm"]
+
+
+def test_emqx_overlay_server_config_differs_from_base_only_in_broker_host() -> None:
+    base = yaml.safe_load(server_config(BASE)[1])
+    emqx = yaml.safe_load(server_config(EMQX)[1])
+    assert emqx["broker"].pop("host") == "emqx"
+    assert base["broker"].pop("host") == "mosquitto"
+    assert emqx == base
+
+
+def test_broker_service_and_port_exist_for_the_workers() -> None:
+    config, _ = server_config(BASE)
+    service = find_manifest(built_manifests(BASE), "Service", config.broker.host)
+    assert config.broker.port in {p["port"] for p in service["spec"]["ports"]}
+
+
+def test_worker_password_file_is_the_mounted_secret() -> None:
+    config, _ = server_config(BASE)
+    workload = inference()
+    files = secret_file_paths(workload, "inference")
+    assert str(config.broker.password_file) in files, f"{config.broker.password_file} is not mounted: {sorted(files)}"
+    secret, key = files[str(config.broker.password_file)]
+    assert secret.startswith("inference-mqtt")
+    password = extract_file(built_manifests(BASE), "Secret", "inference-mqtt", key)
+    assert password == PLACEHOLDER.format(user=WORKER_USER)
+
+
+def test_config_map_is_mounted_as_a_directory_without_hash_so_edits_reach_the_workers() -> None:
+    workload = inference()
+    container = worker_container(workload)
+    config_path = container["args"][container["args"].index("--config") + 1]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "config"]
+    assert "subPath" not in mount, "subPath mounts never see ConfigMap updates"
+    assert PurePosixPath(config_path).parent == PurePosixPath(mount["mountPath"])
+    assert volume(workload, "config")["configMap"]["name"] == "inference-config"  # no hash suffix: edit in place
+    assert PurePosixPath(config_path).name == "server.yaml"
+
+
+def test_model_repositories_are_on_the_models_volume() -> None:
+    config, _ = server_config(BASE)
+    workload = inference()
+    models_mount = PurePosixPath(mount_path_of(workload, "inference", "models"))
+    assert volume(workload, "models")["persistentVolumeClaim"]["claimName"] == "models"
+    for name, model in config.models.items():
+        repository = PurePosixPath(str(model.repository))
+        assert repository.is_absolute() and repository.parent == models_mount, name
+        assert repository.name == name
+
+
+def test_probes_use_the_health_port_of_the_server_config() -> None:
+    config, _ = server_config(BASE)
+    container = worker_container(inference())
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    expected = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
+    for probe_name, path in expected.items():
+        get = container[probe_name]["httpGet"]
+        assert get["path"] == path, probe_name
+        port = ports[get["port"]] if isinstance(get["port"], str) else get["port"]
+        assert port == config.health.port, probe_name
+    assert config.health.host == "0.0.0.0", "the kubelet probes the pod IP"
+
+
+def test_grace_period_outlasts_the_worker_drain() -> None:
+    config, _ = server_config(BASE)
+    grace = pod_spec(inference())["terminationGracePeriodSeconds"]
+    # stop() spends up to shutdown_grace_s, then publishes status and waits 0.5 s for acks.
+    assert grace >= config.worker.shutdown_grace_s + 5
+
+
+def test_seed_init_container_copies_from_where_the_image_keeps_models() -> None:
+    workload = inference()
+    (init,) = pod_spec(workload)["initContainers"]
+    script_mount = mount_path_of(workload, "seed-models", "scripts")
+    command = init["command"]
+    assert command[:2] == ["python", f"{script_mount}/seed_models.py"]
+    assert command[3] == mount_path_of(workload, "seed-models", "models")
+    dockerfile = (REPO_ROOT / "docker" / "Dockerfile.serving").read_text(encoding="utf-8")
+    assert re.search(rf"^COPY .*models/ {re.escape(command[2])}/?$", dockerfile, re.M), command[2]
+    # The worker itself only reads the volume.
+    (models_mount,) = [m for m in worker_container(workload)["volumeMounts"] if m["name"] == "models"]
+    assert models_mount["readOnly"] is True
+
+
+# -- mosquitto.conf --------------------------------------------------------------------
+
+
+def mosquitto_conf() -> dict[str, list[str]]:
+    text = extract_file(built_manifests(BASE), "ConfigMap", "mosquitto-config", "mosquitto.conf")
+    options: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            key, _, value = stripped.partition(" ")
+            options.setdefault(key, []).append(value.strip())
+    return options
+
+
+def mosquitto() -> Manifest:
+    return find_manifest(built_manifests(BASE), "Deployment", "mosquitto")
+
+
+def test_mosquitto_conf_has_the_required_directives() -> None:
+    conf = mosquitto_conf()
+    assert conf["listener"] == ["1883"], "exactly one listener, on 1883"
+    assert conf["set_tcp_nodelay"] == ["true"], "Nagle + delayed ACK: 40 ms QoS 1 round trips"
+    assert conf["allow_anonymous"] == ["false"]
+    assert conf["persistence"] == ["true"]
+    assert len(conf["password_file"]) == 1 and len(conf["acl_file"]) == 1
+    assert int(conf["max_queued_messages"][0]) >= 10_000, "the default 1000 drops requests in a burst"
+    assert int(conf["max_queued_bytes"][0]) > 0
+    assert int(conf["max_inflight_messages"][0]) >= server_config(BASE)[0].worker.max_inflight
+    assert int(conf["max_packet_size"][0]) > server_config(BASE)[0].worker.max_message_bytes
+    assert conf["log_dest"] == ["stdout"]
+    text = extract_file(built_manifests(BASE), "ConfigMap", "mosquitto-config", "mosquitto.conf")
+    assert re.search(r"^#.*max_inflight_messages", text, re.M), "the max_inflight_messages comment"
+
+
+def test_mosquitto_conf_paths_are_where_the_pod_mounts_them() -> None:
+    conf = mosquitto_conf()
+    workload = mosquitto()
+    files = secret_file_paths(workload, "mosquitto")
+    secret, key = files[conf["password_file"][0]]
+    assert secret.startswith("mosquitto-auth") and key == "mosquitto-passwd"
+    config_mount = PurePosixPath(mount_path_of(workload, "mosquitto", "config"))
+    assert volume(workload, "config")["configMap"]["name"].startswith("mosquitto-config-")
+    assert PurePosixPath(conf["acl_file"][0]) == config_mount / "acl"
+    (container,) = containers(workload)
+    assert str(config_mount / "mosquitto.conf") in container["command"]
+    data_mount = mount_path_of(workload, "mosquitto", "data")
+    assert conf["persistence_location"][0].rstrip("/") == data_mount
+    assert volume(workload, "data")["persistentVolumeClaim"]["claimName"] == "mosquitto-data"
+    assert mosquitto()["spec"]["strategy"]["type"] == "Recreate", "never two brokers on one persistence file"
+
+
+# -- ACL and passwords -----------------------------------------------------------------
+
+
+def acl_sections() -> tuple[list[str], dict[str, list[str]]]:
+    """(lines before the first `user` line, {user: its lines}); patterns are collected apart."""
+    text = extract_file(built_manifests(BASE), "ConfigMap", "mosquitto-config", "acl")
+    anonymous: list[str] = []
+    users: dict[str, list[str]] = {}
+    current: list[str] = anonymous
+    for line in text.splitlines():
+        stripped = " ".join(line.split())
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("user "):
+            current = users.setdefault(stripped.split(" ", 1)[1], [])
+        else:
+            current.append(stripped)
+    return anonymous, users
+
+
+def test_acl_confines_tenants_to_their_own_topics() -> None:
+    anonymous, users = acl_sections()
+    patterns = [line for section in [anonymous, *users.values()] for line in section if line.startswith("pattern ")]
+    assert "pattern write tenants/%u/models/+/requests" in patterns
+    assert "pattern read tenants/%u/#" in patterns
+    assert len(patterns) == 2, f"no other pattern may widen a tenant's rights: {patterns}"
+    assert not [line for line in anonymous if line.startswith("topic ")], "anonymous clients get no topics"
+
+
+def test_acl_gives_the_worker_user_exactly_what_the_worker_does() -> None:
+    _, users = acl_sections()
+    assert set(users) == {WORKER_USER}, "tenants need no user section: the patterns cover them"
+    assert users[WORKER_USER] == [
+        "topic read tenants/+/models/+/requests",
+        "topic read $share/inference/tenants/+/models/+/requests",
+        "topic write tenants/#",
+        "topic readwrite service/workers/#",
+    ]
+    config, _ = server_config(BASE)
+    assert f"$share/{config.broker.shared_group}/" in users[WORKER_USER][1]
+
+
+def password_file() -> dict[str, str]:
+    text = extract_file(built_manifests(BASE), "Secret", "mosquitto-auth", "mosquitto-passwd")
+    return dict(line.split(":", 1) for line in text.splitlines() if line.strip())
+
+
+def mosquitto_hash_matches(encoded: str, password: str) -> bool:
+    """Mosquitto 2.0 `$7$` entries: PBKDF2-HMAC-SHA512, `$7$<iterations>$<salt b64>$<hash b64>`."""
+    _, scheme, iterations, salt, digest = encoded.split("$")
+    assert scheme == "7", f"not a mosquitto_passwd PBKDF2 hash: {encoded[:8]}..."
+    expected = base64.b64decode(digest)
+    actual = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt), int(iterations), len(expected))
+    return hmac.compare_digest(actual, expected)
+
+
+def test_password_file_has_every_user_hashed_with_the_demo_placeholders() -> None:
+    config, _ = server_config(BASE)
+    entries = password_file()
+    assert set(entries) == {WORKER_USER, *config.tenants}
+    for user, encoded in entries.items():
+        assert mosquitto_hash_matches(encoded, PLACEHOLDER.format(user=user)), user
+
+
+def test_every_plaintext_credential_matches_the_broker_password_file() -> None:
+    entries = password_file()
+    worker = extract_file(built_manifests(BASE), "Secret", "inference-mqtt", "worker-password")
+    assert mosquitto_hash_matches(entries[WORKER_USER], worker)
+    tenant = extract_file(built_manifests(TENANT_CLIENT), "Secret", "tenant-acme-mqtt", "acme-password")
+    assert mosquitto_hash_matches(entries["acme"], tenant)
+
+
+# -- tenant client ---------------------------------------------------------------------
+
+
+def test_tenant_client_config_validates_and_fits_the_deployment() -> None:
+    manifests = built_manifests(TENANT_CLIENT)
+    job = find_manifest(manifests, "Job", "tenant-client-acme")
+    (container,) = containers(job)
+    config_path = container["args"][container["args"].index("--config") + 1]
+    config_mount = mount_path_of(job, "client", "config")
+    assert PurePosixPath(config_path).parent == PurePosixPath(config_mount)
+    cm_name = volume(job, "config")["configMap"]["name"]
+    text = extract_file(manifests, "ConfigMap", cm_name, PurePosixPath(config_path).name)
+    client = parse_client_config(text, "tenant.json")
+
+    server, _ = server_config(BASE)
+    assert client.tenant in server.tenants
+    assert client.model in server.tenants[client.tenant].models
+    assert client.broker.host == server.broker.host and client.broker.port == server.broker.port
+    assert client.broker.username == client.tenant, "the ACL's %u: user name = tenant id"
+    assert client.broker.password is None
+    files = secret_file_paths(job, "client")
+    assert str(client.broker.password_file) in files, f"{client.broker.password_file} not mounted: {sorted(files)}"
+    # The image copies data/ to /app/data; the file must be in the repository.
+    data = PurePosixPath(str(client.data))
+    assert data.parts[:3] == ("/", "app", "data")
+    assert (REPO_ROOT / "data" / Path(*data.parts[3:])).is_file(), data
+    assert json.loads(text)["tenant"] == "acme"
