@@ -67,6 +67,7 @@ def main() -> int:
         for tenant in TENANTS:
             tenant_config = json.loads((ROOT / "examples" / "tenants" / f"{tenant}.json").read_text())
             tenant_config["broker"]["port"] = broker_port
+            tenant_config["broker"]["protocol"] = "3.1.1"  # amqtt speaks 3.1.1 only
             tenant_config["data"] = str(ROOT / tenant_config["data"])
             (work / f"{tenant}.json").write_text(json.dumps(tenant_config))
 
