@@ -279,14 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_fraction,
         default=0.15,
         metavar="F",
-        help="share of the time span for validation, after the training span (default: 0.15)",
+        help="share of the samples (by time) for validation, right after the training span (default: 0.15)",
     )
     parser.add_argument(
         "--test-fraction",
         type=_fraction,
         default=0.15,
         metavar="F",
-        help="share of the time span for the test, at the end (default: 0.15)",
+        help="share of the samples (by time) for the test, at the end (default: 0.15)",
     )
     parser.add_argument(
         "--seed",
