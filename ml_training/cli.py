@@ -428,6 +428,11 @@ def _train_and_publish(
     for split in ("validation", "test"):
         windows = dataset.split(split)
         predictions[split] = norm.denormalize(models.predict(model, norm.normalize(windows.x)))
+        if not np.isfinite(predictions[split]).all():
+            raise TrainingError(
+                f"training diverged: the model predicts non-finite values on the {split} span; "
+                "try a lower --learning-rate or another --normalization"
+            )
         metrics[split] = evaluate.split_metrics(predictions[split], windows)
 
     check = norm.normalize(dataset.test.x[:64])[..., np.newaxis]

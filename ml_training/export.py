@@ -92,7 +92,12 @@ def publish(
     number has to change because of a concurrent trainer.
     """
     model_dir = repository / name
-    created = [p for p in (repository, model_dir) if not p.exists()]
+    created: list[Path] = []  # folders this call creates, deepest first
+    probe = model_dir
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    published = False
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -117,6 +122,7 @@ def publish(
                 raise ExportError(
                     f"{target}: cannot rename the new version into place: {exc.strerror or exc}"
                 ) from None
+            published = True
             _fsync_dir(model_dir)
             return target, version
         raise ExportError(f"{model_dir}: gave up finding a free version number after {MAX_RENAME_ATTEMPTS} attempts")
@@ -125,9 +131,10 @@ def publish(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-        for path in reversed(created):  # leave no empty folders behind on failure
-            with contextlib.suppress(OSError):
-                path.rmdir()
+        if not published:
+            for path in created:  # leave no empty folders behind on failure
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -96,4 +96,28 @@ def test_failure_in_a_new_repository_removes_the_folders_it_made(tmp_path: Path)
 
     with pytest.raises(ExportError, match="No space left on device"):
         publish(repository, "lstm", broken_fill, _finalize)
-    assert not (tmp_path / "new" / "models").exists()
+    assert not (tmp_path / "new").exists()
+
+
+def test_export_failure_after_training_leaves_the_repository_unchanged(
+    tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ml_training import export
+    from ml_training.cli import main
+
+    repository = tmp_path / "models"
+    (repository / "ann" / "1").mkdir(parents=True)
+    before = snapshot_of(repository)
+
+    def failing_save(model: object, directory: Path, window: int, **kwargs: object) -> None:
+        (directory / "model.keras").write_bytes(b"half written")
+        raise ExportError("TFLite conversion failed: simulated")
+
+    monkeypatch.setattr(export, "save_model_files", failing_save)
+    args = ["--data", str(tiny_csv), "--model", "ann", "--repository", str(repository), "--resample", "300"]
+    code = main([*args, "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error: TFLite conversion failed: simulated" in err
+    assert "Traceback" not in err
+    assert snapshot_of(repository) == before
