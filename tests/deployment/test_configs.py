@@ -313,3 +313,19 @@ def test_tenant_client_config_validates_and_fits_the_deployment() -> None:
     assert data.parts[:3] == ("/", "app", "data")
     assert (REPO_ROOT / "data" / Path(*data.parts[3:])).is_file(), data
     assert json.loads(text)["tenant"] == "acme"
+
+
+# -- command lines ---------------------------------------------------------------------
+
+
+def test_the_pods_command_lines_parse() -> None:
+    """The worker's args (after the image's ENTRYPOINT) and the client Job's args are
+    accepted by the real argument parsers."""
+    from client_app.cli import build_parser as client_parser
+    from server_app.main import build_parser as server_parser
+
+    worker_args = server_parser().parse_args(worker_container(inference())["args"])
+    assert worker_args.workers == 1, "one process per pod: scale with replicas"
+    (client,) = containers(find_manifest(built_manifests(TENANT_CLIENT), "Job", "tenant-client-acme"))
+    client_args = client_parser().parse_args(client["args"])
+    assert client_args.mode == "stream" and client_args.duration == 60
