@@ -370,7 +370,11 @@ class Session:
 
     def step(self, phase: str, payload: PayloadPlan, **offered: float) -> dict[str, Any]:
         command = {
-            "cmd": "step", "mode": "open" if "rate" in offered else "closed", "windows": payload.windows, "duration": self.plan.step_s, "drain": self.plan.drain_s,
+            "cmd": "step",
+            "mode": "open" if "rate" in offered else "closed",
+            "windows": payload.windows,
+            "duration": self.plan.step_s,
+            "drain": self.plan.drain_s,
             **offered,
         }
         usage: dict[str, Any] = {}
@@ -601,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="model repository with lstm/1 and ann/1")
     parser.add_argument("--qos", type=int, action="append", choices=(0, 1), help="only these QoS levels")
     parser.add_argument("--step-s", type=float, help="seconds per step")
+    parser.add_argument("--targets", help="comma-separated subset of echo,worker (default both)")
+    parser.add_argument("--payloads", help="comma-separated subset of single,batched (default both)")
     parser.add_argument("--keep-workdir", type=Path, help="keep logs and configs in this folder")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan.full()
@@ -608,6 +614,10 @@ def main(argv: list[str] | None = None) -> int:
         plan.qos_levels = args.qos
     if args.step_s:
         plan.step_s = args.step_s
+    if args.targets:
+        plan.targets = [t for t in ("echo", "worker") if t in args.targets.split(",")]
+    if args.payloads:
+        plan.payloads = [p for p in plan.payloads if p.name in args.payloads.split(",")]
     report = run_benchmark(plan, args.models.resolve(), args.keep_workdir)
     from benchmarks.report import write_report
 
