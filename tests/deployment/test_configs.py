@@ -163,6 +163,22 @@ def test_seed_init_container_copies_from_where_the_image_keeps_models() -> None:
     assert models_mount["readOnly"] is True
 
 
+def test_every_configured_model_ships_a_complete_version_in_the_image() -> None:
+    """The init container seeds the volume from the image's copy of models/: a configured
+    model without a shipped version would keep every worker unready on a fresh volume."""
+    config, _ = server_config(BASE)
+    for name in config.models:
+        shipped = REPO_ROOT / "models" / name
+        complete = [
+            v
+            for v in (shipped.iterdir() if shipped.is_dir() else [])
+            if re.fullmatch(r"[1-9][0-9]*", v.name)
+            and (v / "metadata.json").is_file()
+            and (v / "model.tflite").is_file()
+        ]
+        assert complete, f"models/{name}/ has no complete version (metadata.json + model.tflite)"
+
+
 # -- mosquitto.conf --------------------------------------------------------------------
 
 
