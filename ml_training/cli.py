@@ -404,7 +404,7 @@ def _train_and_publish(
     model = models.build_model(options.model, options.window)
     say(
         f"training {options.model} ({models.count_params(model)} parameters), up to "
-        f"{options.epochs} epochs, batch {options.batch_size}, seed {options.seed}"
+        f"{options.epochs} epoch{'s' if options.epochs != 1 else ''}, batch {options.batch_size}, seed {options.seed}"
     )
     fit_started = time.perf_counter()
     history = models.fit(
