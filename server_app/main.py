@@ -87,14 +87,21 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        from server_app.broker import EmbeddedBroker
+        from server_app.broker import EmbeddedBroker, EmbeddedBrokerError
 
-        with EmbeddedBroker(host="127.0.0.1", port=config.broker.port) as broker:
+        try:
+            broker = EmbeddedBroker(host="127.0.0.1", port=config.broker.port).start()
+        except EmbeddedBrokerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        try:
             log.info("embedded amqtt broker listening on 127.0.0.1:%d", broker.port)
             effective = config.broker.model_copy(
                 update={"host": "127.0.0.1", "port": broker.port, "shared_group": None, "protocol": "3.1.1"}
             )
             return run_worker(config, args.config, broker=effective)
+        finally:
+            broker.stop()
     if args.workers == 1:
         return run_worker(config, args.config)
     from server_app.supervisor import Supervisor

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -183,7 +183,7 @@ def read_metadata(version_dir: Path) -> ModelMetadata:
 
 
 def load_model_version(
-    version_dir: Path, name: str | None = None, max_batch: int = 64, warm: Literal[True, False] = True
+    version_dir: Path, name: str | None = None, max_batch: int = 64, warm: bool = True
 ) -> LoadedModel:
     """Load and (by default) warm one version folder `<repository>/<name>/<version>/`."""
     version_dir = Path(version_dir)
