@@ -167,8 +167,8 @@ class TenantClient:
             fallback_left = index + 1 < len(versions)
             try:
                 # amqtt with authentication answers an MQTT 5 CONNECT with silence: do not wait long
-                self._connect_once(broker, min(timeout, AUTO_V5_CONNACK_WAIT_S) if fallback_left else timeout,
-                                   silence_is_refusal=fallback_left)
+                connack_wait = min(timeout, AUTO_V5_CONNACK_WAIT_S) if fallback_left else timeout
+                self._connect_once(broker, timeout, connack_wait, silence_is_refusal=fallback_left)
                 return self
             except _ProtocolRefusedError as exc:
                 if fallback_left:
@@ -181,7 +181,11 @@ class TenantClient:
                 ) from None
         raise AssertionError("unreachable")
 
-    def _connect_once(self, broker: ClientBrokerConfig, timeout: float, *, silence_is_refusal: bool = False) -> None:
+    def _connect_once(
+        self, broker: ClientBrokerConfig, timeout: float, connack_wait: float, *, silence_is_refusal: bool
+    ) -> None:
+        """One attempt. The handshake runs paho's loop in this thread (no reconnect backoff to
+        wait out when the broker says no); the network thread starts once CONNACK is good."""
         self._broker = broker
         self._connack = None
         self._closed_before_connack = False
@@ -197,6 +201,7 @@ class TenantClient:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         where = f"{broker.host}:{broker.port}"
+        started = time.monotonic()
         try:
             if broker.mqtt_version == "5":
                 client.connect(broker.host, broker.port, broker.keepalive_s, clean_start=True)
@@ -204,25 +209,30 @@ class TenantClient:
                 client.connect(broker.host, broker.port, broker.keepalive_s)
         except (OSError, ValueError) as exc:
             raise ClientConnectError(f"cannot reach the broker at {where}: {exc}") from None
-        self._client = client
-        client.loop_start()
-        deadline = time.monotonic() + timeout
         try:
-            if not self._settled.wait(timeout):
-                if silence_is_refusal:
-                    raise _ProtocolRefusedError(f"no CONNACK within {timeout:g} s")
-                raise ClientConnectError(f"no CONNACK from the broker at {where} within {timeout:g} s")
+            connack_deadline = started + connack_wait
+            while not self._settled.is_set():
+                remaining = connack_deadline - time.monotonic()
+                if remaining <= 0:
+                    if silence_is_refusal:
+                        raise _ProtocolRefusedError(f"no CONNACK within {connack_wait:g} s")
+                    raise ClientConnectError(f"no CONNACK from the broker at {where} within {connack_wait:g} s")
+                if client.loop(timeout=min(remaining, 0.1)) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._closed_before_connack = self._connack is None
+                    break
             connack = self._connack
-            if connack is None and self._closed_before_connack:
+            if connack is None:
                 if broker.mqtt_version == "5":  # e.g. amqtt with authentication: no CONNACK at all for v5
                     raise _ProtocolRefusedError("connection closed before CONNACK")
                 raise ClientConnectError(f"the broker at {where} closed the connection before CONNACK")
-            if connack is not None and connack.is_failure:
+            if connack.is_failure:
                 if _protocol_refused(connack):
                     raise _ProtocolRefusedError(str(connack))
                 hint = " (check broker.username and broker.password)" if connack.value in (4, 5, 0x86, 0x87) else ""
                 raise ClientConnectError(f"the broker at {where} refused the connection: {connack}{hint}")
-            if not self._suback_event.wait(max(0.0, deadline - time.monotonic())):
+            self._client = client
+            client.loop_start()
+            if not self._suback_event.wait(max(0.0, started + timeout - time.monotonic())):
                 raise ClientConnectError(f"no SUBACK from the broker at {where} within {timeout:g} s")
             suback: list[ReasonCode] = self._suback or []
             refused = {t: str(c) for t, c in zip(self.reply_topics, suback, strict=False) if c.is_failure}
@@ -395,10 +405,11 @@ class TenantClient:
         self._connected.clear()
         self._subscribed.clear()
         self.disconnects += 1
-        if self._connack is None:
+        connack = self._connack
+        if connack is None:
             self._closed_before_connack = True
             self._settled.set()
-        if reason_code.is_failure and not self._closed:
+        if reason_code.is_failure and not self._closed and connack is not None and not connack.is_failure:
             log.warning("disconnected from the broker (%s); paho reconnects with backoff", reason_code)
 
     def _on_subscribe(
