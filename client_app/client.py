@@ -338,12 +338,15 @@ class TenantClient:
         with self._lock:
             return len(self._pending)
 
-    def expire(self, now: float | None = None, *, force: Sequence[str] = ()) -> list[str]:
-        """Fail requests older than request_timeout_s (and those in `force`); their ids."""
+    def expire(self, now: float | None = None, *, force: Sequence[str] = (), everything: bool = False) -> list[str]:
+        """Fail requests older than request_timeout_s (and those in `force`, or all with
+        `everything`) with RequestTimeout; their ids, oldest first."""
         now = time.monotonic() if now is None else now
         limit = self.config.request_timeout_s
         expired: list[_Pending] = []
         with self._lock:
+            if everything:
+                force = list(self._pending)
             for request_id in force:
                 pending = self._pending.pop(request_id, None)
                 if pending is not None:

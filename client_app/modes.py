@@ -114,9 +114,13 @@ class _Session:
         self.stop = stop
         self.out = out
         self.recorder = Recorder(config.tenant, config.model, options.mode)
+        # stream and wait forget a request once handled (bounded memory on long runs);
+        # no-wait and bulk keep every answer for the report at the end
+        self.keep = options.mode in ("no-wait", "bulk")
         self.sent: dict[str, tuple[int, int]] = {}  # id -> (first window, count)
         self.order: list[str] = []
         self.collected: dict[str, Answer] = {}
+        self.last: Answer | None = None
         self.print_live = options.mode in ("stream", "wait") and not options.quiet
         self._last_expire = time.monotonic()
 
@@ -124,7 +128,8 @@ class _Session:
     def send(self, start: int, count: int) -> str:
         request_id = self.client.next_id()
         self.sent[request_id] = (start, count)
-        self.order.append(request_id)
+        if self.keep:
+            self.order.append(request_id)
         self.client.submit(self.windows.x[start : start + count], request_id)
         self.recorder.record_sent(count)
         return request_id
@@ -165,12 +170,14 @@ class _Session:
             self.report_expired(self.client.expire(now))
 
     def handle(self, answer: Answer) -> None:
-        where = self.sent.get(answer.id)
+        where = self.sent.get(answer.id) if self.keep else self.sent.pop(answer.id, None)
         if where is None:  # not ours (cannot happen: the client filters by run token)
             return
         start, count = where
         actuals = [float(v) for v in self.windows.y[start : start + count]]
-        self.collected[answer.id] = answer
+        self.last = answer
+        if self.keep:
+            self.collected[answer.id] = answer
         self.recorder.record_answer(
             answer.latency_ms,
             forecasts=answer.forecasts if answer.ok else None,
@@ -183,6 +190,9 @@ class _Session:
                 print(line, file=self.out, flush=True)
 
     def report_expired(self, ids: list[str]) -> None:
+        if not self.keep:
+            for request_id in ids:
+                self.sent.pop(request_id, None)
         if self.print_live:
             for request_id in ids:
                 print(
@@ -204,24 +214,25 @@ class _Session:
                 break
             self.pump(min(remaining, 0.05))
         self.pump(0.0)
-        leftover = [i for i in self.order if i not in self.collected]
-        self.report_expired(self.client.expire(force=leftover))
+        self.report_expired(self.client.expire(everything=True))
         self.pump(0.0)  # answers that raced the expiry
         self.recorder.finish()
 
     def wait_for(self, request_id: str) -> Answer | None:
+        """Handle answers until `request_id`'s arrives (its Answer) or times out (None)."""
         deadline = time.monotonic() + self.config.request_timeout_s
-        while request_id not in self.collected and not self.stop.forced.is_set():
+        while request_id in self.sent and not self.stop.forced.is_set():
             if self.stop.requested.is_set():
                 deadline = min(deadline, time.monotonic() + self.options.drain_on_stop_s)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             self.pump(min(remaining, 0.05))
-        if request_id not in self.collected:
+        if request_id in self.sent:
             self.report_expired(self.client.expire(force=[request_id]))
             self.pump(0.0)
-        return self.collected.get(request_id)
+        answer = self.last
+        return answer if answer is not None and answer.id == request_id else None
 
     def summary(self) -> Summary:
         return self.recorder.summary(
@@ -274,7 +285,7 @@ def run_mode(
         session.drain()
         summary = session.summary()
         code = 0 if summary.all_answered and not failed and summary.sent > 0 else 1
-        return RunResult(summary, code, answers=list(session.collected.values()), notes=notes)
+        return RunResult(summary, code, notes=notes)
 
     session.send_paced(plan, options.rate, options.duration_s if options.mode != "bulk" else None)
     session.drain()

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 
-def percentile(values: Sequence[float], p: float) -> float | None:
+def percentile(values: Sequence[float] | np.ndarray, p: float) -> float | None:
     """Nearest-rank percentile: the smallest value with at least p% of values <= it; None if empty."""
     if not 0 <= p <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {p}")
-    if not values:
+    if len(values) == 0:
         return None
-    ordered = sorted(values)
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return float(ordered[rank - 1])
 
@@ -126,7 +128,9 @@ class Summary:
 
 
 class Recorder:
-    """Accumulates one run's outcomes. Not thread-safe: feed it from one thread."""
+    """Accumulates one run's outcomes in bounded memory per answer (8 bytes of latency).
+
+    Not thread-safe: feed it from one thread."""
 
     def __init__(self, tenant: str, model: str, mode: str, clock: Any = time.monotonic) -> None:
         self.tenant = tenant
@@ -139,9 +143,9 @@ class Recorder:
         self.windows_sent = 0
         self.answered = 0
         self.errors: Counter[str] = Counter()
-        self.latencies_ms: list[float] = []
-        self.forecasts: list[float] = []
-        self.actuals: list[float] = []
+        self.latencies_ms: array[float] = array("d")
+        self.forecast_count = 0
+        self._abs_error_sum = 0.0
         self.versions: Counter[str] = Counter()
         self.stopped_early = False
 
@@ -168,8 +172,8 @@ class Recorder:
         if forecasts is not None and actuals is not None:
             if len(forecasts) != len(actuals):
                 raise ValueError(f"{len(forecasts)} forecasts but {len(actuals)} actual readings")
-            self.forecasts.extend(float(f) for f in forecasts)
-            self.actuals.extend(float(a) for a in actuals)
+            self.forecast_count += len(forecasts)
+            self._abs_error_sum += math.fsum(abs(float(f) - float(a)) for f, a in zip(forecasts, actuals, strict=True))
 
     def finish(self) -> None:
         if self._finished is None:
@@ -187,12 +191,12 @@ class Recorder:
             errors_by_code=dict(self.errors),
             unanswered=self.sent - self.answered,
             windows_sent=self.windows_sent,
-            forecasts=len(self.forecasts),
+            forecasts=self.forecast_count,
             p50_ms=percentile(self.latencies_ms, 50),
             p90_ms=percentile(self.latencies_ms, 90),
             p99_ms=percentile(self.latencies_ms, 99),
             max_ms=max(self.latencies_ms) if self.latencies_ms else None,
-            mae=mean_absolute_error(self.forecasts, self.actuals),
+            mae=self._abs_error_sum / self.forecast_count if self.forecast_count else None,
             duration_s=max(0.0, end - self._started),
             late=late,
             duplicates=duplicates,
