@@ -5,9 +5,10 @@ connects once, subscribes to the tenant's response and error topics, prints one 
 line `{"event": "ready", ...}` and then runs the steps it reads from stdin, one JSON
 object per line, answering each with one JSON result line on stdout:
 
-- `{"cmd": "step", "mode": "open", "rate": 2000, "windows": 1, "duration": 3, "drain": 5}`:
+- `{"cmd": "step", "mode": "open", "rate": 2000, "windows": 1, "duration": 3, "drain": 5, "tick_ms": 1}`:
   open loop, `rate` requests/s offered on a fixed schedule for `duration` seconds,
-  whatever the answers do;
+  whatever the answers do; requests that are due go out together on a `tick_ms` tick
+  (0: each at its own time, which costs the generator a wake-up per request);
 - `{"cmd": "step", "mode": "closed", "concurrency": 16, ...}`: closed loop, `concurrency`
   requests outstanding at all times (each answer immediately sends the next one);
 - `{"cmd": "settle", "timeout": 30}`: wait until late answers of earlier steps stop
@@ -378,6 +379,7 @@ class LoadGenerator:
             if rate <= 0:
                 raise ValueError("rate must be positive")
             total = max(1, int(rate * duration))
+            tick = float(command.get("tick_ms", 0.0)) / 1000.0
             sent = 0
             while sent < total:
                 now = time.perf_counter()
@@ -393,7 +395,7 @@ class LoadGenerator:
                     continue
                 wait = start + sent / rate - time.perf_counter()
                 if wait > 0:
-                    time.sleep(wait)
+                    time.sleep(max(wait, tick))
                 if self.client.closed.is_set():
                     break
             offered: dict[str, Any] = {"rate": rate}

@@ -41,7 +41,12 @@ def _step_at(payload: dict[str, Any] | None, rate: float) -> dict[str, Any] | No
     if payload is None:
         return None
     for step in payload["steps"]:
-        if step["mode"] == "open" and step.get("rate") == rate and step["phase"] in ("sweep", "refine"):
+        if (
+            step["mode"] == "open"
+            and step.get("rate") == rate
+            and step["phase"] in ("sweep", "refine", "retry")
+            and not step.get("superseded")
+        ):
             result: dict[str, Any] = step
             return result
     return None
@@ -279,6 +284,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 flag = ""
                 if step["mode"] == "open":
                     flag = "ok" if step["sustained"] else "not sustained"
+                    if step.get("superseded"):
+                        flag += " (missed on latency only: repeated)"
                     if not step.get("generator_kept_up", True):
                         flag += ", generator behind"
                 lines.append(
@@ -330,7 +337,11 @@ def plot(report: dict[str, Any], path: Path) -> Path:
                     continue
                 windows = payload["windows"]
                 open_steps = sorted(
-                    (s for s in payload["steps"] if s["mode"] == "open" and s["latency_ms"]["p99"] is not None),
+                    (
+                        s
+                        for s in payload["steps"]
+                        if s["mode"] == "open" and s["latency_ms"]["p99"] is not None and not s.get("superseded")
+                    ),
                     key=lambda s: s["rate"],
                 )
                 closed = [s for s in payload["steps"] if s["mode"] == "closed" and s["latency_ms"]["p99"] is not None]
