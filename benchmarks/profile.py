@@ -45,13 +45,23 @@ class Scenario:
     name: str
     title: str
     windows: int
-    concurrency: int
+    concurrency: int = 0  # closed loop when > 0
+    rate: float = 0.0  # else open loop at this rate
     qos: int = 1
+
+    def load(self, duration: float, drain: float) -> dict[str, Any]:
+        offered: dict[str, Any] = (
+            {"mode": "closed", "concurrency": self.concurrency}
+            if self.concurrency
+            else {"mode": "open", "rate": self.rate, "tick_ms": 1.0}
+        )
+        return {"cmd": "step", "windows": self.windows, "duration": duration, "drain": drain, **offered}
 
 
 SCENARIOS = [
-    Scenario("single-qos1", "single-window messages, QoS 1, closed loop (64 outstanding)", 1, 64),
-    Scenario("batched-qos1", "64-window messages, QoS 1, closed loop (8 outstanding)", 64, 8),
+    Scenario("single-qos1", "single-window messages, QoS 1, saturated: closed loop, 64 outstanding", 1, 64),
+    Scenario("single-qos1-2000", "single-window messages, QoS 1, open loop at 2000 requests/s", 1, rate=2000),
+    Scenario("batched-qos1", "64-window messages, QoS 1, saturated: closed loop, 8 outstanding", 64, 8),
 ]
 
 
@@ -134,17 +144,14 @@ def profile_scenario(
         loadgen = start_loadgen(broker_port, scenario.qos, work, window_length, features)
         meter = CpuMeter({"worker": worker.pid, "broker": broker_pid, "loadgen": loadgen.pid})
         # warm up, so the profile is of the steady state
-        loadgen.command({"cmd": "step", "mode": "closed", "concurrency": scenario.concurrency,
-                         "windows": scenario.windows, "duration": 1.0, "drain": 5.0}, 60)
+        loadgen.command(scenario.load(1.0, 5.0), 60)
         total = 3 * duration + 3
         step_result: dict[str, Any] = {}
         usage: dict[str, Any] = {}
 
         def drive() -> None:
             with meter.measure(usage):
-                step_result.update(loadgen.command(
-                    {"cmd": "step", "mode": "closed", "concurrency": scenario.concurrency,
-                     "windows": scenario.windows, "duration": total, "drain": 10.0}, total + 90))
+                step_result.update(loadgen.command(scenario.load(total, 10.0), total + 90))
 
         driver = threading.Thread(target=drive, name="drive", daemon=True)
         driver.start()
@@ -177,8 +184,8 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"{meta['when']}, commit `{meta['commit'][:12]}`, {meta['cpus']} CPUs. Worker: `python -m server_app` "
         "(QoS 1, models lstm + ann, shipped defaults), Mosquitto and the benchmark's load generator on the same "
-        "machine; the worker is kept saturated (closed loop), and py-spy samples it at 200 Hz "
-        "(`--nonblocking --function`).",
+        "machine; the load runs through the three recordings (busy threads, GIL holder, flame graph), py-spy "
+        "samples at 200 Hz (`--nonblocking --function`).",
         "",
         "*GIL* tables: only samples where a thread held the GIL, i.e. shares of the one Python core the worker "
         "can use; *self* is time in the function itself (including C code it calls that does not release the "

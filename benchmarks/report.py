@@ -210,8 +210,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{_pct(plan.get('min_throughput_ratio'))} of the offered rate, no errors, nothing unanswered within "
         f"{plan.get('drain_s', '?')} s, and p99 <= {plan.get('p99_limit_ms', '?')} ms. Latency: publish of the "
         "request to arrival of the answer with its id, at the load generator. Model `lstm` of two loaded "
-        "(`lstm`, `ann`), tenant `bench`, shared subscription, the worker's shipped defaults (max_batch 64, "
-        "max_delay_ms 1).",
+        "(`lstm`, `ann`), tenant `bench`, shared subscription, the worker's shipped defaults"
+        + _overrides(plan.get("worker_overrides"))
+        + f". Open-loop requests are released on a {plan.get('tick_ms', '?')} ms tick.",
         "",
         "## Targets",
         "",
@@ -298,6 +299,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                 )
     lines += ["", f"![latency vs throughput]({PLOT_NAME})", ""]
     return "\n".join(lines)
+
+
+def _overrides(overrides: Any) -> str:
+    if not overrides:
+        return ""
+    return " except " + ", ".join(f"`{key}: {value}`" for key, value in overrides.items())
 
 
 def _loadavg(values: Any) -> str:

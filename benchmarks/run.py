@@ -83,6 +83,7 @@ class Plan:
     retry_latency_misses: bool = True  # a step that fails on p99 alone runs once more (stalls of a shared VM)
     min_throughput_ratio: float = 0.95
     startup_runs: int = 3
+    worker_overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, e.g. worker.max_delay_ms
 
     @staticmethod
     def full() -> Plan:
@@ -90,7 +91,9 @@ class Plan:
             qos_levels=[1, 0],
             payloads=[
                 PayloadPlan("single", 1, [500, 1000, 2000, 3000, 4000, 6000, 8000, 12000, 16000], [1, 8, 64]),
-                PayloadPlan("batched", 64, [100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000], [1, 8, 32]),
+                PayloadPlan(
+                    "batched", 64, [100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000], [1, 8, 32]
+                ),
             ],
         )
 
@@ -231,9 +234,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def worker_config(broker_port: int, health_port: int, models: Path, qos: int, worker_id: str) -> dict[str, Any]:
-    """Shipped defaults everywhere except where the benchmark must say where things are."""
-    return {
+def worker_config(
+    broker_port: int, health_port: int, models: Path, qos: int, worker_id: str,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Shipped defaults everywhere except where the benchmark must say where things are
+    (and the `overrides`, dotted keys such as `worker.max_delay_ms`)."""
+    config: dict[str, Any] = {
         "broker": {"host": LOCALHOST, "port": broker_port, "qos": qos, "shared_group": SHARED_GROUP},
         "models": {"lstm": {"repository": str(models / "lstm")}, "ann": {"repository": str(models / "ann")}},
         "tenants": {TENANT: {"models": ["lstm", "ann"]}},
@@ -241,6 +248,23 @@ def worker_config(broker_port: int, health_port: int, models: Path, qos: int, wo
         "health": {"host": LOCALHOST, "port": health_port},
         "log_level": "INFO",
     }
+    for dotted, value in (overrides or {}).items():
+        *parents, key = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return config
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`worker.max_delay_ms=0` -> ("worker.max_delay_ms", 0) (the value is YAML)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
 
 
 def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
@@ -275,7 +299,8 @@ class WorkerProcess:
 
 
 def start_worker(
-    broker_port: int, models: Path, qos: int, workdir: Path, tag: str, timeout: float = 60.0
+    broker_port: int, models: Path, qos: int, workdir: Path, tag: str, timeout: float = 60.0,
+    overrides: dict[str, Any] | None = None,
 ) -> WorkerProcess:
     """`python -m server_app --config FILE`; time from Popen to /readyz == 200."""
     import yaml
@@ -283,7 +308,7 @@ def start_worker(
     health_port = free_port()
     worker_id = f"bench-worker-{tag}-{os.getpid()}"
     config_path = workdir / f"worker-{tag}.yaml"
-    config_path.write_text(yaml.safe_dump(worker_config(broker_port, health_port, models, qos, worker_id)))
+    config_path.write_text(yaml.safe_dump(worker_config(broker_port, health_port, models, qos, worker_id, overrides)))
     log_path = workdir / f"worker-{tag}.log"
     log = log_path.open("ab")
     started = time.perf_counter()
@@ -518,10 +543,12 @@ def _meta(plan: Plan, models: Path, broker_version: str) -> dict[str, Any]:
     }
 
 
-def measure_startups(broker_port: int, models: Path, workdir: Path, runs: int) -> list[dict[str, float]]:
+def measure_startups(
+    broker_port: int, models: Path, workdir: Path, runs: int, overrides: dict[str, Any]
+) -> list[dict[str, float]]:
     results = []
     for index in range(runs):
-        worker = start_worker(broker_port, models, 1, workdir, f"startup{index}")
+        worker = start_worker(broker_port, models, 1, workdir, f"startup{index}", overrides=overrides)
         try:
             time.sleep(0.5)
             rss_settled = psutil.Process(worker.pid).memory_info().rss / 2**20
@@ -558,7 +585,8 @@ def run_benchmark(plan: Plan, models: Path, workdir: Path | None = None) -> dict
     try:
         if plan.startup_runs and "worker" in plan.targets:
             print("worker start-up (process start to /readyz 200, two models):", flush=True)
-            report["startup"] = {"runs": measure_startups(broker.port, models, work, plan.startup_runs)}
+            runs = measure_startups(broker.port, models, work, plan.startup_runs, plan.worker_overrides)
+            report["startup"] = {"runs": runs}
         for qos in plan.qos_levels:
             for target in plan.targets:
                 print(f"{target}, QoS {qos}:", flush=True)
@@ -596,7 +624,7 @@ def _run_block(
     loadgen: LineProcess | None = None
     try:
         if target == "worker":
-            worker = start_worker(broker_port, models, qos, work, f"q{qos}")
+            worker = start_worker(broker_port, models, qos, work, f"q{qos}", overrides=plan.worker_overrides)
             target_pid = worker.pid
             block["time_to_ready_s"] = round(worker.time_to_ready_s, 3)
             block["rss_ready_mb"] = round(worker.rss_ready_mb, 1)
@@ -630,6 +658,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", help="comma-separated subset of echo,worker (default both)")
     parser.add_argument("--payloads", help="comma-separated subset of single,batched (default both)")
     parser.add_argument("--keep-workdir", type=Path, help="keep logs and configs in this folder")
+    parser.add_argument(
+        "--set", dest="overrides", type=parse_override, action="append", metavar="KEY=VALUE",
+        help="override a key of the worker's config, e.g. worker.max_delay_ms=0 (repeatable)",
+    )
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan.full()
     if args.qos:
@@ -638,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.step_s = args.step_s
     if args.targets:
         plan.targets = [t for t in ("echo", "worker") if t in args.targets.split(",")]
+    if args.overrides:
+        plan.worker_overrides = dict(args.overrides)
     if args.payloads:
         plan.payloads = [p for p in plan.payloads if p.name in args.payloads.split(",")]
     report = run_benchmark(plan, args.models.resolve(), args.keep_workdir)
