@@ -31,6 +31,7 @@ import numpy as np
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -41,7 +42,7 @@ from server_app.mqtt import make_client, set_tcp_nodelay
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 1000
-AUTO_V5_CONNACK_WAIT_S = 3.0
+AUTO_V5_CONNACK_WAIT_S = 1.0  # "auto": a broker silent this long after an MQTT 5 CONNECT gets 3.1.1
 _UNSUPPORTED_PROTOCOL = {1, 0x84}  # 3.1.1 "unacceptable protocol version", v5 "unsupported protocol version"
 
 
@@ -166,7 +167,7 @@ class TenantClient:
             broker = base.model_copy(update={"protocol": version})
             fallback_left = index + 1 < len(versions)
             try:
-                # amqtt with authentication answers an MQTT 5 CONNECT with silence: do not wait long
+                # amqtt may answer an MQTT 5 CONNECT with silence instead of a refusal: do not wait long
                 connack_wait = min(timeout, AUTO_V5_CONNACK_WAIT_S) if fallback_left else timeout
                 self._connect_once(broker, timeout, connack_wait, silence_is_refusal=fallback_left)
                 return self
@@ -204,7 +205,14 @@ class TenantClient:
         started = time.monotonic()
         try:
             if broker.mqtt_version == "5":
-                client.connect(broker.host, broker.port, broker.keepalive_s, clean_start=True)
+                # A session the broker keeps across connection losses for session_expiry_s, so answers
+                # published while we reconnect are not lost; close() ends it. clean_start stays False
+                # even on the first connect (the client id is new each run, so there is nothing to
+                # resume): Mosquitto 2.0.11 does not persist a clean-start session over its restart.
+                properties = Properties(PacketTypes.CONNECT)
+                properties.SessionExpiryInterval = broker.session_expiry_s
+                client.connect(broker.host, broker.port, broker.keepalive_s, clean_start=False,
+                               properties=properties)
             else:
                 client.connect(broker.host, broker.port, broker.keepalive_s)
         except (OSError, ValueError) as exc:
@@ -216,7 +224,15 @@ class TenantClient:
                 if remaining <= 0:
                     if silence_is_refusal:
                         raise _ProtocolRefusedError(f"no CONNACK within {connack_wait:g} s")
-                    raise ClientConnectError(f"no CONNACK from the broker at {where} within {connack_wait:g} s")
+                    hint = (
+                        " (a broker that speaks only MQTT 3.1.1, like the embedded amqtt broker, may not answer an "
+                        'MQTT 5 CONNECT: try broker.protocol "3.1.1" or "auto")'
+                        if broker.mqtt_version == "5"
+                        else ""
+                    )
+                    raise ClientConnectError(
+                        f"no CONNACK from the broker at {where} within {connack_wait:g} s{hint}"
+                    )
                 if client.loop(timeout=min(remaining, 0.1)) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     self._closed_before_connack = self._connack is None
                     break
@@ -257,8 +273,12 @@ class TenantClient:
         self._closed = True
         client, self._client = self._client, None
         if client is not None:
+            properties = None
+            if self._broker.mqtt_version == "5" and self._broker.session_expiry_s > 0:
+                properties = Properties(PacketTypes.DISCONNECT)
+                properties.SessionExpiryInterval = 0  # the session ends with us
             with contextlib.suppress(Exception):
-                client.disconnect()
+                client.disconnect(properties=properties)
             client.loop_stop()
         with self._lock:
             leftovers = list(self._pending.values())

@@ -12,10 +12,13 @@ Keys (everything not listed is rejected, so a typo is an error, not a silent def
     ``host`` (default ``127.0.0.1``; ``embedded`` is not a host the client can reach),
     ``port`` (1883), ``username``, ``password`` or ``password_file`` (not both), ``qos``
     (0 or 1, default 1), ``protocol`` (``"3.1.1"``, ``"5"`` or ``"auto"``: try MQTT 5 and fall
-    back to 3.1.1 when the broker refuses the protocol version, as the embedded amqtt broker
-    does), ``keepalive_s`` (30), ``tls`` (``{ca_file, cert_file, key_file, insecure}``),
-    ``reconnect_min_delay_s``/``reconnect_max_delay_s``. ``shared_group`` and
-    ``session_expiry_s`` are accepted and ignored (the client uses a clean session).
+    back to 3.1.1 when the broker refuses it or does not answer within 1 s, as the embedded
+    amqtt broker does), ``keepalive_s`` (30), ``tls`` (``{ca_file, cert_file, key_file, insecure}``),
+    ``reconnect_min_delay_s``/``reconnect_max_delay_s``, ``session_expiry_s`` (MQTT 5 only,
+    default 120: how long the broker keeps the client's session, and the answers that arrive
+    for it, across a connection loss; the client ends its session when it exits; with MQTT
+    3.1.1 the client uses a clean session, so answers published while it reconnects are lost).
+    ``shared_group`` is accepted and ignored.
 ``client_id``
     MQTT client id; default ``{tenant}-client-{random}``.
 ``data`` (required)
@@ -75,6 +78,7 @@ class ClientBrokerConfig(BrokerConfig):
     """The server's broker section, with a client's default host (the local broker)."""
 
     host: str = Field("127.0.0.1", description="broker host name or address")
+    session_expiry_s: int = Field(120, ge=0, description="MQTT 5: session kept across connection losses")
 
     @field_validator("host")
     @classmethod

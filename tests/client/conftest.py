@@ -91,6 +91,7 @@ class EchoResponder:
     version: str = "7"
     tutorial_in: str | None = None
     tutorial_out: str | None = None
+    persistent: bool = False  # fixed client id and a persistent session (survives broker restarts)
     rule: Rule = field(default=lambda request_id, seq: None)
     received: list[str] = field(default_factory=list)
     callback_errors: list[BaseException] = field(default_factory=list)
@@ -100,8 +101,12 @@ class EchoResponder:
         self._subscribed = threading.Event()
         self._timers: list[threading.Timer] = []
         self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"echo-{uuid.uuid4().hex[:8]}", protocol=paho.MQTTv311
+            CallbackAPIVersion.VERSION2,
+            client_id=f"echo-{uuid.uuid4().hex[:8]}",
+            protocol=paho.MQTTv311,
+            clean_session=not self.persistent,
         )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe

@@ -22,7 +22,7 @@ from client_app.config import TenantClientConfig
 from client_app.data import load_windows
 from client_app.modes import RunOptions, RunResult, StopSignal, run_mode
 from server_app.broker import EmbeddedBroker
-from tests.brokers import MosquittoBroker, free_port
+from tests.brokers import MosquittoBroker, MqttProbe, free_port
 from tests.client.conftest import EchoResponder
 
 pytestmark = pytest.mark.integration
@@ -259,8 +259,8 @@ def test_auto_protocol_falls_back_to_311_on_the_embedded_broker(make_config: Mak
         with TenantClient(config) as client:
             assert client.protocol_version == "3.1.1"
         v5 = make_config("127.0.0.1", broker.port, broker={"protocol": "5"})
-        with pytest.raises(ClientConnectError, match=r"refused MQTT 5 .*set broker.protocol"):
-            TenantClient(v5).connect(timeout=5)
+        with pytest.raises(ClientConnectError, match=r"no CONNACK .* within 2 s .*try broker.protocol \"3.1.1\""):
+            TenantClient(v5).connect(timeout=2)
 
 
 def test_refused_subscription_is_clear(make_config: MakeConfig) -> None:
@@ -271,3 +271,36 @@ def test_refused_subscription_is_clear(make_config: MakeConfig) -> None:
             ClientConnectError, match=r"refused the subscription\(s\) \{'tenants/acme/errors': .*user 'acme'"
         ):
             TenantClient(config).connect(timeout=5)
+
+
+def test_mqtt5_session_keeps_answers_across_a_broker_restart(make_config: MakeConfig, tmp_path: Path) -> None:
+    with MosquittoBroker(tmp_path / "restart") as broker:
+        responder = EchoResponder(broker.host, broker.port, persistent=True).start()
+        try:
+            config = make_config(broker.host, broker.port, broker={"protocol": "5", "reconnect_max_delay_s": 1},
+                                 request_timeout_s=20)
+            results: list[tuple[RunResult, str, TenantClient]] = []
+            runner = threading.Thread(
+                target=lambda: results.append(run(config, RunOptions(mode="stream", count=60, rate=30, quiet=True)))
+            )
+            runner.start()
+            time.sleep(0.7)
+            broker.restart()  # SIGTERM: persistence keeps both sessions and queued messages
+            runner.join(60)
+            assert not runner.is_alive()
+        finally:
+            responder.stop()
+        assert not responder.callback_errors
+    result, _, client = results[0]
+    assert client.disconnects >= 1  # the restart did cut the connection
+    summary = result.summary
+    assert (summary.sent, summary.answered, summary.unanswered) == (60, 60, 0), summary
+    assert summary.errors == 0
+
+
+def test_close_ends_the_mqtt5_session(mosquitto: MosquittoBroker, make_config: MakeConfig) -> None:
+    config = make_config(mosquitto.host, mosquitto.port, client_id="acme-fixed", broker={"protocol": "5"})
+    TenantClient(config).connect().close()
+    with MqttProbe(mosquitto.host, mosquitto.port, protocol="5", client_id="acme-fixed", clean_session=False,
+                   session_expiry_s=60) as probe:
+        assert probe.session_present is False
