@@ -1,0 +1,163 @@
+"""Overload at about three times a worker's capacity, then back to a normal load.
+
+The worker's inbound queue is small (``worker.queue_size: 200``). Capacity is measured
+first in the same run (closed loop, fewer requests outstanding than the queue holds), then
+requests are offered open-loop at three times that rate. Expected: the worker answers what
+it cannot queue with ``overloaded`` at once, its memory stays bounded, every request gets
+exactly one answer (a forecast or an error), and once the load drops it serves everything
+again without errors.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.brokers import MosquittoBroker
+from tests.reliability.harness import TenantClient, WorkerProcess, paced, sum_samples
+from tests.serving import oip_request, server_config_dict, windows_from_sample
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+QUEUE_SIZE = 200
+WINDOWS_PER_MESSAGE = 128  # heavy messages: capacity low enough for one Python publisher to triple it
+CALIBRATE_S = 2.0
+CALIBRATE_OUTSTANDING = 150  # under QUEUE_SIZE (no overload while measuring), deep enough for full batches
+OVERLOAD_FACTOR = 3.0
+OVERLOAD_S = 3.0
+RECOVERY_REQUESTS = 200
+RSS_GROWTH_LIMIT = 150 * 2**20
+
+
+class RssSampler:
+    def __init__(self, worker: WorkerProcess, interval: float = 0.05) -> None:
+        self.worker = worker
+        self.interval = interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append(self.worker.rss())
+            except Exception:  # the process may be gone at the very end
+                return
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_overload_three_times_capacity_bounded_memory_one_answer_each_then_recovers(
+    mosquitto: MosquittoBroker, repository: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    config = server_config_dict(
+        mosquitto.host,
+        mosquitto.port,
+        repository,
+        shared_group="inference",
+        protocol="5",
+        tenants={"acme": {"models": ["lstm"]}},
+        worker={"queue_size": QUEUE_SIZE},
+    )
+    worker = WorkerProcess(config, tmp_path / "worker", worker_id="overload-test-worker")
+    windows = windows_from_sample(WINDOWS_PER_MESSAGE * 8, seed=11)
+
+    def payload(n: int) -> bytes:
+        start = (n % 8) * WINDOWS_PER_MESSAGE
+        return oip_request(f"ovl-{n:06d}", windows[start : start + WINDOWS_PER_MESSAGE])
+
+    assert len(payload(0)) < 1_048_576  # under worker.max_message_bytes
+    topic = "tenants/acme/models/lstm/requests"
+    next_id = 0
+
+    def publish(tenant: TenantClient) -> None:
+        nonlocal next_id
+        tenant.publish(topic, f"ovl-{next_id:06d}", payload(next_id))
+        next_id += 1
+
+    with worker, TenantClient(mosquitto.host, mosquitto.port, "acme") as tenant, RssSampler(worker) as rss:
+        # Warm-up, then capacity: closed loop with CALIBRATE_OUTSTANDING requests in flight.
+        for _ in range(100):
+            publish(tenant)
+        assert not tenant.wait_answers(tenant.sent_ids, timeout=30)
+        started, answered_before = time.monotonic(), tenant.total_answers
+        while time.monotonic() - started < CALIBRATE_S:
+            if next_id - tenant.total_answers < CALIBRATE_OUTSTANDING:
+                publish(tenant)
+            else:
+                tenant.wait_total(next_id - CALIBRATE_OUTSTANDING + 1, timeout=5)
+        assert not tenant.wait_answers(tenant.sent_ids, timeout=30)
+        capacity = (tenant.total_answers - answered_before) / (time.monotonic() - started)
+        calibration_ids = list(tenant.sent_ids)
+        rss_baseline = worker.rss()
+
+        # Overload: open loop at OVERLOAD_FACTOR x capacity.
+        offered_rate = OVERLOAD_FACTOR * capacity
+        overload_count = int(offered_rate * OVERLOAD_S)
+        prepared = [(f"ovl-{next_id + n:06d}", payload(next_id + n)) for n in range(overload_count)]
+        next_id += overload_count
+        overload_started = time.monotonic()
+        for n in paced(overload_count, offered_rate):
+            tenant.publish(topic, *prepared[n])
+        achieved_rate = overload_count / (time.monotonic() - overload_started)
+        overload_ids = [request_id for request_id, _ in prepared]
+        assert tenant.wait_acked(60)
+        missing = tenant.wait_answers(overload_ids, timeout=90)
+        assert not missing, f"{len(missing)} overload requests never answered\n{worker.log_tail()}"
+        overload_answered_s = time.monotonic() - overload_started
+        rss_peak = max(rss.samples)
+
+        # Recovery: a gentle load is served in full.
+        tenant.quiet_for(0.5, timeout=10)
+        recovery_ids = []
+        for _ in paced(RECOVERY_REQUESTS, min(capacity / 4, 200.0)):
+            recovery_ids.append(f"ovl-{next_id:06d}")
+            publish(tenant)
+        assert not tenant.wait_answers(recovery_ids, timeout=30)
+        tenant.quiet_for(1.0, timeout=10)
+        metrics = worker.metrics()
+        rss_end = worker.rss()
+        assert worker.is_running()
+
+    answers = tenant.snapshot()
+    per_id = Counter({request_id: len(answers.get(request_id, [])) for request_id in tenant.sent_ids})
+    overload_codes = Counter(answers[i][0].code for i in overload_ids)
+    recovery_codes = Counter(answers[i][0].code for i in recovery_ids)
+    calibration_codes = Counter(answers[i][0].code for i in calibration_ids)
+    figures = {
+        "capacity_msgs_per_s": round(capacity, 1),
+        "capacity_forecasts_per_s": round(capacity * WINDOWS_PER_MESSAGE),
+        "offered_rate": round(offered_rate, 1),
+        "achieved_offered_rate": round(achieved_rate, 1),
+        "overload_requests": overload_count,
+        "overload_all_answered_after_s": round(overload_answered_s, 1),
+        "overload_codes": dict(overload_codes),
+        "recovery_codes": dict(recovery_codes),
+        "requests_answered_more_than_once": sum(1 for c in per_id.values() if c > 1),
+        "rss_baseline_mib": round(rss_baseline / 2**20, 1),
+        "rss_peak_mib": round(rss_peak / 2**20, 1),
+        "rss_end_mib": round(rss_end / 2**20, 1),
+        "worker_overloaded_answers": sum_samples(metrics, "inference_answers_total", code="overloaded"),
+    }
+    for key, value in figures.items():
+        record_property(key, value)
+    print(f"\noverload figures: {figures}")
+    assert calibration_codes == Counter({"ok": len(calibration_ids)}), calibration_codes
+    assert set(per_id.values()) == {1}, "every request gets exactly one answer"
+    assert set(overload_codes) <= {"ok", "overloaded"}, overload_codes
+    assert overload_codes["overloaded"] > 0, "no overloaded errors at 3x capacity"
+    assert overload_codes["ok"] > 0, "the worker must keep serving while overloaded"
+    assert recovery_codes == Counter({"ok": RECOVERY_REQUESTS}), recovery_codes
+    assert rss_peak - rss_baseline < RSS_GROWTH_LIMIT
+    assert achieved_rate > 2.0 * capacity, "the load generator could not overload the worker"
