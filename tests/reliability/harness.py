@@ -294,6 +294,7 @@ class TenantClient:
         self._cond = threading.Condition()
         self.answers: dict[str, list[Answer]] = {}
         self.unparsable: list[tuple[str, bytes]] = []
+        self.raw: list[tuple[str, bytes]] = []  # every message, in arrival order
         self.total_answers = 0
         self._sent: list[_Sent] = []
         self._connected = False
@@ -353,6 +354,7 @@ class TenantClient:
             body, request_id = None, None
         with self._cond:
             self.total_answers += 1
+            self.raw.append((message.topic, bytes(message.payload)))
             if request_id is None or not isinstance(body, dict):
                 self.unparsable.append((message.topic, bytes(message.payload)))
             else:
