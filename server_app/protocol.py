@@ -17,6 +17,7 @@ MAX_ID_LENGTH = 256
 MAX_WINDOW_LENGTH = 4096
 MAX_FEATURES = 256
 TUTORIAL_PREFIX = "norm_"
+_JSON_NUMBER_TYPES = frozenset((int, float))
 
 
 def request_topic(tenant: str, model: str) -> str:
@@ -115,13 +116,14 @@ def _as_windows(data: Any, shape: Any, request_id: str, max_windows: int) -> np.
     expected = batch * length * features
     if len(data) != expected:
         raise InvalidWindow(f"inputs[0].data has {len(data)} values, shape {shape} needs {expected}", request_id)
+    # numpy would happily turn true into 1.0 and "10.5" into 10.5: only JSON numbers pass.
+    if not set(map(type, data)) <= _JSON_NUMBER_TYPES:
+        raise InvalidWindow("inputs[0].data must be a flat list of numbers", request_id)
     try:
         with np.errstate(over="ignore"):  # beyond float32 becomes Inf, rejected just below
             array = np.array(data, dtype=np.float32)
     except (ValueError, TypeError, OverflowError):
         raise InvalidWindow("inputs[0].data must contain only numbers", request_id) from None
-    if array.ndim != 1:
-        raise InvalidWindow("inputs[0].data must be a flat list of numbers", request_id)
     if not np.isfinite(array).all():
         raise InvalidWindow("inputs[0].data contains NaN or Inf (or values beyond float32)", request_id)
     return array.reshape(batch, length, features)

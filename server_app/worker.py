@@ -30,6 +30,7 @@ from server_app.state import ServingState
 log = logging.getLogger(__name__)
 
 HEARTBEAT_STALE_S = 30.0
+UNKNOWN_LABEL = "<unknown>"
 
 
 @dataclass(slots=True)
@@ -48,8 +49,15 @@ def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
     if parsed is not None:
         topic = protocol.response_topic(parsed.tenant, parsed.model)
         wanted = message.response_topic
-        # A v5 response topic is honoured only inside the tenant's own namespace.
-        if wanted and wanted.startswith(f"tenants/{parsed.tenant}/") and "+" not in wanted and "#" not in wanted:
+        # A v5 response topic is honoured only inside the tenant's own namespace, and never
+        # onto a request topic (the answer would come back to the workers as a new request).
+        if (
+            wanted
+            and wanted.startswith(f"tenants/{parsed.tenant}/")
+            and "+" not in wanted
+            and "#" not in wanted
+            and protocol.parse_request_topic(wanted) is None
+        ):
             topic = wanted
         return Reply(parsed.tenant, parsed.model, topic, tutorial=False)
     for name, tenant in state.config.tenants.items():
@@ -334,7 +342,12 @@ class Worker:
             code = error_code(outcome)
             payload = protocol.encode_error(outcome.request_id or request_id, code, outcome.message)
         self.transport.publish(reply.topic, payload, ack=message, correlation_data=message.correlation_data)
-        self.metrics.answers.labels(reply.tenant, reply.model or "", code).inc()
+        # Label only configured names: names in topics are chosen by clients, and every new
+        # label value would be a new time series (unbounded memory here and in Prometheus).
+        state = self._state
+        tenant = reply.tenant if state is not None and reply.tenant in state.config.tenants else UNKNOWN_LABEL
+        model = reply.model if state is not None and reply.model in state.config.models else UNKNOWN_LABEL
+        self.metrics.answers.labels(tenant, model, code).inc()
         self.metrics.latency.observe(time.monotonic() - message.received_at)
 
     def _on_overflow(self, message: InboundMessage) -> None:
