@@ -44,7 +44,7 @@ def _step_at(payload: dict[str, Any] | None, rate: float) -> dict[str, Any] | No
         if (
             step["mode"] == "open"
             and step.get("rate") == rate
-            and step["phase"] in ("sweep", "refine", "retry")
+            and step["phase"] in ("sweep", "refine")
             and not step.get("superseded")
         ):
             result: dict[str, Any] = step
@@ -107,6 +107,15 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     if startup.get("all_time_to_ready_s"):
         resources["time_to_ready_median_s"] = startup["time_to_ready_median_s"]
         resources["time_to_ready_max_s"] = startup["time_to_ready_max_s"]
+    counted = [
+        step
+        for block in report.get("blocks", [])
+        for payload in block.get("payloads", [])
+        for step in payload["steps"]
+        if not step.get("superseded")
+    ]
+    resources["steps_counted"] = len(counted)
+    resources["steps_disturbed"] = sum(1 for s in counted if s.get("disturbed"))
     idle = [r["rss_idle_mb"] for r in startup.get("runs", []) if "rss_idle_mb" in r]
     if idle:
         resources["rss_idle_mb"] = max(idle)
@@ -214,6 +223,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         + _overrides(plan.get("worker_overrides"))
         + f". Open-loop requests are released on a {plan.get('tick_ms', '?')} ms tick.",
         "",
+        f"Machine noise: {summary['resources'].get('steps_disturbed', '?')} of "
+        f"{summary['resources'].get('steps_counted', '?')} counted steps were *disturbed* (other processes used "
+        f"more than {plan.get('quiet_cores', '?')} cores during the step; failed disturbed steps were repeated, "
+        f"at most {plan.get('disturbed_retries', '?')} times, after waiting up to {plan.get('quiet_wait_s', '?')} s "
+        "for a quiet machine).",
+        "",
         "## Targets",
         "",
         "| | check | measured | limit | result |",
@@ -282,13 +297,18 @@ def render_markdown(report: dict[str, Any]) -> str:
             for step in payload["steps"]:
                 lat, cpu = step["latency_ms"], step.get("cpu_cores", {})
                 offered = f"{step['rate']:,.0f}/s" if step["mode"] == "open" else f"conc {step['concurrency']}"
-                flag = ""
+                flags = []
                 if step["mode"] == "open":
-                    flag = "ok" if step["sustained"] else "not sustained"
-                    if step.get("superseded"):
-                        flag += " (missed on latency only: repeated)"
+                    flags.append("ok" if step["sustained"] else "not sustained")
                     if not step.get("generator_kept_up", True):
-                        flag += ", generator behind"
+                        flags.append("generator behind")
+                if step.get("disturbed"):
+                    flags.append("disturbed")
+                if step.get("superseded"):
+                    flags.append("repeated below")
+                if step.get("attempt", 1) > 1:
+                    flags.append(f"attempt {step['attempt']}")
+                flag = ", ".join(flags)
                 lines.append(
                     f"| {block['target']} | {block['qos']} | {step['windows']} | {step['phase']} | {offered} | "
                     f"{step['sent']:,} | {step['answered']:,} | {step['errors']:,} | {step['unanswered']:,} | "

@@ -8,6 +8,8 @@ the same load from the same generator (benchmarks/loadgen.py, its own process):
 - open loop: offered rates stepped up until a step is not sustained (throughput under 95%
   of the offered rate, any error or unanswered request, or p99 over the latency limit; a
   step that fails on p99 alone is run once more, since a shared VM stalls now and then),
+  each step waiting (bounded) for the machine to be quiet first and run again when other
+  processes took more than `quiet_cores` during it and it failed,
   then the gap between the last sustained and the first failed rate bisected; then one
   step at half the maximum sustainable rate;
 - closed loop: a few concurrency levels (requests outstanding at all times);
@@ -81,6 +83,9 @@ class Plan:
     p99_limit_ms: float = 50.0
     tick_ms: float = 1.0  # open loop: requests due are released on this tick (0: each at its own time)
     retry_latency_misses: bool = True  # a step that fails on p99 alone runs once more (stalls of a shared VM)
+    quiet_cores: float = 0.3  # other processes above this many cores: wait before a step, flag it "disturbed"
+    quiet_wait_s: float = 15.0  # longest wait for the machine to go quiet before a step
+    disturbed_retries: int = 2  # a failed (open) or any (closed) disturbed step is run again, at most this often
     min_throughput_ratio: float = 0.95
     startup_runs: int = 3
     worker_overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, e.g. worker.max_delay_ms
@@ -355,6 +360,13 @@ class CpuMeter:
         busy = total.user + total.system + total.nice + getattr(total, "irq", 0.0) + getattr(total, "softirq", 0.0)
         return time.perf_counter(), own, busy
 
+    def others_now(self, interval: float = 0.5) -> float:
+        """Cores used by processes other than ours over the next `interval` seconds."""
+        usage: dict[str, Any] = {}
+        with self.measure(usage):
+            time.sleep(interval)
+        return float(usage["cpu_cores"]["others"])
+
     @contextlib.contextmanager
     def measure(self, into: dict[str, Any]) -> Iterator[None]:
         t0, own0, busy0 = self._sample()
@@ -417,11 +429,15 @@ class Session:
             "tick_ms": self.plan.tick_ms,
             **offered,
         }
+        waited, others_before = self.wait_quiet()
         usage: dict[str, Any] = {}
         with self.meter.measure(usage):
             result = self.loadgen.command(command, timeout=self.plan.step_s + self.plan.drain_s + 60)
         result.update(usage)
         result["phase"] = phase
+        result["waited_for_quiet_s"] = round(waited, 1)
+        result["others_before"] = round(others_before, 2)
+        result["disturbed"] = usage["cpu_cores"]["others"] > self.plan.quiet_cores
         if result["mode"] == "open":
             result["sustained"] = sustained(result, self.plan)
             result["generator_kept_up"] = generator_kept_up(result, self.plan)
@@ -435,15 +451,46 @@ class Session:
         _progress(result)
         return result
 
+    def wait_quiet(self) -> tuple[float, float]:
+        """Wait (bounded) until other processes use less than `quiet_cores`; (waited s, their last load)."""
+        started = time.perf_counter()
+        others = self.meter.others_now(0.3)
+        while others > self.plan.quiet_cores and time.perf_counter() - started < self.plan.quiet_wait_s:
+            others = self.meter.others_now(0.5)
+        return time.perf_counter() - started, others
+
     def open_step(self, phase: str, payload: PayloadPlan, rate: float, steps: list[dict[str, Any]]) -> bool:
-        """One open-loop step (repeated once if it missed on latency alone); True if sustained."""
+        """One open-loop step; True if sustained. A failed step runs again when it was disturbed by other
+        processes (at most `disturbed_retries` times) or missed on latency alone (once); the last run counts."""
         step = self.step(phase, payload, rate=rate)
         steps.append(step)
-        if self.plan.retry_latency_misses and missed_on_latency_only(step, self.plan):
+        latency_retried = False
+        disturbed_retries = 0
+        while not step["sustained"]:
+            if step["disturbed"] and disturbed_retries < self.plan.disturbed_retries:
+                disturbed_retries += 1
+            elif self.plan.retry_latency_misses and not latency_retried and missed_on_latency_only(step, self.plan):
+                latency_retried = True
+            else:
+                break
             step["superseded"] = True
-            step = self.step("retry", payload, rate=rate)
+            attempt = step.get("attempt", 1) + 1
+            step = self.step(phase, payload, rate=rate)
+            step["attempt"] = attempt
             steps.append(step)
         return bool(step["sustained"])
+
+    def closed_step(self, payload: PayloadPlan, concurrency: int, steps: list[dict[str, Any]]) -> None:
+        step = self.step("closed", payload, concurrency=concurrency)
+        steps.append(step)
+        for _ in range(self.plan.disturbed_retries):
+            if not step["disturbed"]:
+                break
+            step["superseded"] = True
+            attempt = step.get("attempt", 1) + 1
+            step = self.step("closed", payload, concurrency=concurrency)
+            step["attempt"] = attempt
+            steps.append(step)
 
     def sweep(self, payload: PayloadPlan) -> dict[str, Any]:
         steps: list[dict[str, Any]] = []
@@ -471,11 +518,11 @@ class Session:
                     high = middle
         half: dict[str, Any] | None = None
         if self.plan.half_rate_step and best > 0:
-            half = self.step("half", payload, rate=round(best / 2))
-            steps.append(half)
+            self.open_step("half", payload, round(best / 2), steps)
+            half = steps[-1]
         for concurrency in payload.concurrencies:
-            steps.append(self.step("closed", payload, concurrency=concurrency))
-        peak = max((s["throughput"] for s in steps), default=0.0)
+            self.closed_step(payload, concurrency, steps)
+        peak = max((s["throughput"] for s in steps if not s.get("superseded")), default=0.0)
         return {
             "name": payload.name,
             "windows": payload.windows,

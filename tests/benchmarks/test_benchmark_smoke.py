@@ -32,6 +32,7 @@ def _check_step(step: dict[str, Any]) -> None:
     assert all(v is not None and v >= 0 for v in values)
     assert values == sorted(values), step["latency_ms"]
     assert set(step["cpu_cores"]) == {"target", "broker", "loadgen", "others"}
+    assert isinstance(step["disturbed"], bool)
     if step["mode"] == "open":
         assert isinstance(step["sustained"], bool)
         assert step["rate"] > 0
@@ -50,6 +51,9 @@ def test_benchmark_machinery_end_to_end(tmp_path: Path) -> None:
         refine_steps=0,
         half_rate_step=False,
         startup_runs=0,
+        retry_latency_misses=False,
+        quiet_wait_s=0.0,
+        disturbed_retries=0,
     )
     report = run_benchmark(plan, SHIPPED_MODELS, tmp_path / "work")
 
