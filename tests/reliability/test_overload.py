@@ -31,7 +31,10 @@ CALIBRATE_OUTSTANDING = 150  # under QUEUE_SIZE (no overload while measuring), d
 OVERLOAD_FACTOR = 3.0
 OVERLOAD_S = 3.0
 RECOVERY_REQUESTS = 200
-RSS_GROWTH_LIMIT = 150 * 2**20
+# Peak RSS growth observed here during the 3 s overload: 19 to 151 MiB over 9 runs (no trend
+# over an 8 s run: it levels off), with the inbox bounded at QUEUE_SIZE and the broker bounded
+# by the worker's receive maximum. The bound is generous; a leak would blow through it.
+RSS_GROWTH_LIMIT = 256 * 2**20
 
 
 class RssSampler:
