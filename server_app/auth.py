@@ -17,9 +17,15 @@ Who may do what (tenant ``t``, worker service user ``w`` = ``broker.username``, 
 tenant t    write ``tenants/t/models/+/requests``; read ``tenants/t/#``;
             tutorial tenants also write their ``in_queue`` and read their ``out_queue``
 worker w    read ``tenants/+/models/+/requests`` and every tutorial ``in_queue``;
-            write ``tenants/+/models/+/responses``, ``tenants/+/errors`` and every
-            tutorial ``out_queue``; readwrite ``service/workers/#`` (status, will)
+            write ``tenants/+/#`` and every tutorial ``out_queue``; readwrite
+            ``service/workers/#`` (status, will)
 ==========  ====================================================================
+
+The worker writes ``tenants/+/#``, not just ``tenants/+/models/+/responses`` and
+``tenants/+/errors``: it honours an MQTT v5 ResponseTopic anywhere in the requesting tenant's
+own ``tenants/<t>/`` namespace, and a narrower rule would make Mosquitto drop such answers
+silently. Mosquitto 2.0's ``acl_file`` has no ``deny``, so this also lets the worker write
+request topics; the worker itself must never answer onto a topic it subscribes to.
 
 Mosquitto and shared subscriptions, checked against Mosquitto 2.0.11: the ``acl_file``
 does not refuse SUBSCRIBE packets at all (every SUBACK grants the QoS); what it enforces is
@@ -211,8 +217,8 @@ def access_plan(config: ServerConfig) -> AccessPlan:
             worker_rules.append(Rule("read", protocol.subscription_filter(topic_filter, group)))
 
     worker_reads(protocol.REQUEST_FILTER)
-    worker_rules.append(Rule("write", protocol.response_topic("+", "+")))
-    worker_rules.append(Rule("write", protocol.errors_topic("+")))
+    # Responses, errors and v5 response topics inside the tenant's namespace (module doc).
+    worker_rules.append(Rule("write", "tenants/+/#"))
     for tenant_id, tenant in sorted(config.tenants.items()):
         _check_user_name(tenant_id, "tenant id")
         rules = [

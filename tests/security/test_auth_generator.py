@@ -94,8 +94,7 @@ def test_acl_rules_per_tenant_and_worker() -> None:
     assert sections["inference-worker"] == [
         "topic read tenants/+/models/+/requests",
         "topic read $share/inference/tenants/+/models/+/requests",
-        "topic write tenants/+/models/+/responses",
-        "topic write tenants/+/errors",
+        "topic write tenants/+/#",
         "topic read inqueue/lstm",
         "topic read $share/inference/inqueue/lstm",
         "topic write out q/lstm",

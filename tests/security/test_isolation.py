@@ -151,6 +151,32 @@ def test_tenant_cannot_publish_into_another_tenants_topics(secured: Secured, pro
     assert set(denied) <= ({0x87} if protocol == "5" else {0}), denied
 
 
+# --------------------------------------------------------------------------- MQTT v5 response topics
+
+
+def test_response_topics_inside_own_namespace_only(secured: Secured) -> None:
+    """A v5 ResponseTopic in the tenant's own namespace is honoured (the generated ACL lets the
+    worker write there); one naming another tenant is ignored: the answer goes to the requester's
+    own response topic and the other tenant sees nothing."""
+    with running_worker(secured.config), secured.probe("acme") as acme, secured.probe("beta") as beta:
+        acme.subscribe("tenants/acme/#")
+        beta.subscribe("tenants/beta/#")
+        own = MqttProbe.v5_properties(response_topic="tenants/acme/inbox/session-1", correlation_data=b"c-1")
+        acme.publish("tenants/acme/models/lstm/requests", oip_request("own-inbox", WINDOW), properties=own)
+        foreign = MqttProbe.v5_properties(response_topic="tenants/beta/models/ann/responses", correlation_data=b"c-2")
+        acme.publish("tenants/acme/models/lstm/requests", oip_request("foreign", WINDOW), properties=foreign)
+        answers = {
+            m.json()["id"]: m for m in acme.wait_for(lambda m: not m.topic.endswith("/requests"), count=2, timeout=10)
+        }
+        time.sleep(0.3)
+        beta_saw = [m.topic for m in beta.messages]
+    assert answers["own-inbox"].topic == "tenants/acme/inbox/session-1"
+    assert answers["own-inbox"].correlation_data == b"c-1"
+    assert answers["foreign"].topic == "tenants/acme/models/lstm/responses"
+    assert answers["foreign"].correlation_data == b"c-2"
+    assert not beta_saw, beta_saw
+
+
 # --------------------------------------------------------------------------- the worker's own rights
 
 

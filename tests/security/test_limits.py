@@ -116,9 +116,8 @@ def test_message_size_and_windows_limits_answer_too_large(mosquitto: MosquittoBr
     ],
 )
 def test_non_numbers_in_data_are_invalid_window(mosquitto: MosquittoBroker, repository: Path, data: list[Any]) -> None:
-    """BUG (protocol._as_windows): ``np.array(data, dtype=np.float32)`` coerces JSON ``true`` to 1.0
-    and numeric strings such as ``"10.5"`` to numbers, so such requests get forecasts instead of
-    ``invalid_window`` ("inputs[0].data must contain only numbers")."""
+    """Only JSON numbers are window values. (Found here: ``np.array(data, dtype=np.float32)`` coerced
+    JSON ``true`` to 1.0 and numeric strings such as ``"10.5"`` to numbers; fixed in 83316ec.)"""
     payload = orjson.dumps({"id": "typed", "inputs": [{"shape": [1, 6, 1], "datatype": "FP32", "data": data}]})
     with (
         running_worker(_config(mosquitto, repository)),
@@ -130,18 +129,32 @@ def test_non_numbers_in_data_are_invalid_window(mosquitto: MosquittoBroker, repo
     assert body.get("error", {}).get("code") == "invalid_window", body
 
 
-def test_response_topic_never_points_back_at_requests(mosquitto: MosquittoBroker, repository: Path) -> None:
-    """BUG (worker.resolve_reply): a v5 ResponseTopic inside the tenant's namespace is honoured even
-    when it is a *request* topic. The worker then publishes its answer as a new request to itself
-    and answers that too (two answers for one request, a loop of one bounce); behind the ACL that
-    ``server_app.auth`` generates, the worker may not write request topics, so Mosquitto drops the
-    answer and the tenant gets none."""
+@pytest.mark.parametrize(
+    "response_topic",
+    [
+        pytest.param("tenants/acme/models/ann/requests", id="request-topic"),
+        pytest.param("tenants/acme/models/Not-A-Name/requests", id="request-filter-match-with-invalid-name"),
+    ],
+)
+def test_response_topic_never_points_back_at_requests(
+    mosquitto: MosquittoBroker, repository: Path, response_topic: str
+) -> None:
+    """A v5 ResponseTopic inside the tenant's namespace must not be a topic the workers subscribe
+    to: the answer would come back to them as a new request and be answered again (two answers for
+    one request, one bounce).
+
+    BUG (worker.resolve_reply, as of 83316ec): the guard ``parse_request_topic(wanted) is None``
+    only refuses request topics with *valid* names. ``tenants/acme/models/Not-A-Name/requests``
+    still matches the workers' filter ``tenants/+/models/+/requests``: the worker publishes its
+    answer there, receives it, and answers ``invalid_request`` on ``tenants/acme/errors``. Use
+    ``paho.mqtt.client.topic_matches_sub(f, wanted)`` against every subscription filter (request
+    filter and tutorial in_queues) instead."""
     with (
         running_worker(_config(mosquitto, repository)) as worker,
         MqttProbe(mosquitto.host, mosquitto.port, protocol="5").connect() as probe,
     ):
         probe.subscribe(["tenants/acme/#"])
-        properties = MqttProbe.v5_properties(response_topic="tenants/acme/models/ann/requests")
+        properties = MqttProbe.v5_properties(response_topic=response_topic)
         probe.publish(
             "tenants/acme/models/lstm/requests",
             oip_request("bounce", windows_from_sample(1)),
@@ -163,12 +176,10 @@ def _total_answers(worker: Worker) -> float:
 
 
 def test_metrics_do_not_grow_with_names_chosen_by_clients(mosquitto: MosquittoBroker, repository: Path) -> None:
-    """BUG (worker._answer): ``inference_answers`` is labelled with the tenant and model names taken
-    from the topic, also when they are not configured. Any client that may publish under
-    ``tenants/<t>/models/+/requests`` (with the generated ACL: every tenant, in its own namespace)
-    creates a new time series per invented model name (and without an ACL per invented tenant):
-    unbounded memory in the worker and in Prometheus. Unknown names should share one label value
-    (e.g. ``model="<unknown>"``)."""
+    """Metric labels come only from configured names. (Found here: ``inference_answers`` was labelled
+    with the tenant and model names from the topic, so every invented model name, which any tenant
+    may put in its own request topics, and without an ACL every invented tenant, became a new time
+    series: unbounded memory in the worker and in Prometheus. Fixed in 83316ec.)"""
     invented = 500
     window = windows_from_sample(1)
     with (
