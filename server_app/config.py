@@ -51,11 +51,19 @@ class BrokerConfig(_Strict):
     tls: TLSConfig | None = None
     reconnect_min_delay_s: float = Field(0.2, gt=0)
     reconnect_max_delay_s: float = Field(10.0, gt=0)
+    embedded_auth_file: Path | None = Field(
+        None, description="embedded broker only: users and ACLs written by `python -m server_app.auth`"
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> BrokerConfig:
         if self.password is not None and self.password_file is not None:
             raise ValueError("give broker.password or broker.password_file, not both")
+        if self.embedded_auth_file is not None:
+            if not self.embedded:
+                raise ValueError("broker.embedded_auth_file needs broker.host: embedded")
+            if self.username is None:
+                raise ValueError("broker.embedded_auth_file needs broker.username (the workers' user)")
         return self
 
     @property

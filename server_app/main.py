@@ -89,9 +89,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from server_app.broker import EmbeddedBroker, EmbeddedBrokerError
 
+        broker: EmbeddedBroker
         try:
-            broker = EmbeddedBroker(host="127.0.0.1", port=config.broker.port).start()
-        except EmbeddedBrokerError as exc:
+            if config.broker.embedded_auth_file is not None:
+                from server_app.auth import embedded_broker
+
+                broker = embedded_broker(config.broker.embedded_auth_file, host="127.0.0.1", port=config.broker.port)
+            else:
+                broker = EmbeddedBroker(host="127.0.0.1", port=config.broker.port)
+            broker.start()
+        except (EmbeddedBrokerError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         try:

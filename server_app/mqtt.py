@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -68,8 +69,10 @@ def make_client(
             keyfile=str(broker.tls.key_file) if broker.tls.key_file else None,
         )
         client.tls_insecure_set(broker.tls.insecure)
+    # paho's hints say int, but it computes with floats: sub-second first retries shorten the
+    # window in which a restarted broker has no subscriber for our shared subscription.
     client.reconnect_delay_set(
-        min_delay=max(1, round(broker.reconnect_min_delay_s)), max_delay=max(1, round(broker.reconnect_max_delay_s))
+        min_delay=cast(int, broker.reconnect_min_delay_s), max_delay=cast(int, broker.reconnect_max_delay_s)
     )
     return client
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from paho.mqtt.client import topic_matches_sub
 
 from server_app import protocol
 from server_app.config import BrokerConfig, ServerConfig
@@ -56,7 +57,7 @@ def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
             and wanted.startswith(f"tenants/{parsed.tenant}/")
             and "+" not in wanted
             and "#" not in wanted
-            and protocol.parse_request_topic(wanted) is None
+            and not topic_matches_sub(protocol.REQUEST_FILTER, wanted)
         ):
             topic = wanted
         return Reply(parsed.tenant, parsed.model, topic, tutorial=False)

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import orjson
 import paho.mqtt.client as mqtt
-import psutil  # type: ignore[import-untyped]  # types-psutil is not a dev dependency (yet)
+import psutil  # types-psutil is not a dev dependency (yet)
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
