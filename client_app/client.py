@@ -87,6 +87,12 @@ class _Pending:
     windows: int
     sent_at: float
     future: Future[Answer]
+    payload: bytes = b""
+    attempts: int = 1
+
+
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
+MAX_PUBLISH_ATTEMPTS = 30
 
 
 def new_run_token() -> str:
@@ -132,6 +138,13 @@ class TenantClient:
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._expired: set[str] = set()
+        # MQTT 5 PUBACK 0x10 "no matching subscribers": the broker accepted the request but no
+        # worker was subscribed (e.g. a Mosquitto restart before the workers resubscribed);
+        # such requests are published again. mid -> request id while a PUBACK is awaited.
+        self._publish_mids: dict[int, str] = {}
+        self._early_pubacks: dict[int, int] = {}
+        self._publishing = 0
+        self.republished = 0
         self._seq = 0
         self._client: paho.Client | None = None
         self._broker: ClientBrokerConfig = config.broker
@@ -201,6 +214,7 @@ class TenantClient:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         where = f"{broker.host}:{broker.port}"
         started = time.monotonic()
         try:
@@ -334,13 +348,51 @@ class TenantClient:
             if request_id in self._pending:
                 raise ValueError(f"request id {request_id!r} is already pending")
             # registered before publishing: a fast answer must find it
-            self._pending[request_id] = _Pending(request_id, int(array.shape[0]), time.monotonic(), future)
-        info = client.publish(self.request_topic, payload, qos=self._qos)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self._pending[request_id] = _Pending(request_id, int(array.shape[0]), time.monotonic(), future, payload)
+        rc = self._publish(client, request_id, payload)
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             with self._lock:
                 self._pending.pop(request_id, None)
-            raise ClientError(f"publish to {self.request_topic} failed: {paho.error_string(info.rc)}")
+            raise ClientError(f"publish to {self.request_topic} failed: {paho.error_string(rc)}")
         return future
+
+    def _publish(self, client: paho.Client, request_id: str, payload: bytes) -> MQTTErrorCode:
+        track = self._qos > 0 and self.protocol_version == "5"
+        if not track:
+            return client.publish(self.request_topic, payload, qos=self._qos).rc
+        with self._lock:
+            self._publishing += 1
+        info = client.publish(self.request_topic, payload, qos=self._qos)
+        with self._lock:
+            self._publishing -= 1
+            early = self._early_pubacks.pop(info.mid, None)
+            if early is None:
+                self._publish_mids[info.mid] = request_id
+            if self._publishing == 0:
+                self._early_pubacks.clear()
+        if early == NO_MATCHING_SUBSCRIBERS:
+            self._schedule_republish(request_id)
+        return info.rc
+
+    def _schedule_republish(self, request_id: str) -> None:
+        with self._lock:
+            pending = self._pending.get(request_id)
+            if pending is None or pending.attempts >= MAX_PUBLISH_ATTEMPTS or self._closed:
+                return
+            pending.attempts += 1
+            delay = min(0.1 * pending.attempts, 1.0)
+        timer = threading.Timer(delay, self._republish, args=(request_id,))
+        timer.daemon = True
+        timer.start()
+
+    def _republish(self, request_id: str) -> None:
+        client = self._client
+        with self._lock:
+            pending = self._pending.get(request_id)
+        if client is None or pending is None or self._closed:
+            return
+        self.republished += 1
+        self._publish(client, request_id, pending.payload)
 
     def request(self, windows: np.ndarray | Sequence[Sequence[float]], timeout: float | None = None) -> Answer:
         """Send and wait; RequestTimeout when no answer comes in time."""
@@ -451,6 +503,24 @@ class TenantClient:
         else:
             self._subscribed.set()
         self._suback_event.set()
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        code = reason_code.value if isinstance(reason_code, ReasonCode) else 0
+        with self._lock:
+            request_id = self._publish_mids.pop(mid, None)
+            if request_id is None:
+                if self._publishing > 0:
+                    self._early_pubacks[mid] = code
+                return
+        if code == NO_MATCHING_SUBSCRIBERS:
+            self._schedule_republish(request_id)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         try:

@@ -304,3 +304,21 @@ def test_close_ends_the_mqtt5_session(mosquitto: MosquittoBroker, make_config: M
     with MqttProbe(mosquitto.host, mosquitto.port, protocol="5", client_id="acme-fixed", clean_session=False,
                    session_expiry_s=60) as probe:
         assert probe.session_present is False
+
+
+def test_requests_without_a_subscribed_worker_are_published_again(
+    mosquitto: MosquittoBroker, make_config: MakeConfig
+) -> None:
+    """MQTT 5 PUBACK 0x10 (no matching subscribers): e.g. a broker restarted before the workers
+    resubscribed. The client publishes such requests again until a worker takes them."""
+    config = make_config(mosquitto.host, mosquitto.port)
+    with TenantClient(config) as client:
+        future = client.submit([[1, 2, 3, 4, 5, 6]])
+        time.sleep(0.5)  # nobody subscribed yet: the broker acknowledges and drops
+        assert client.republished >= 1
+        echo = EchoResponder(mosquitto.host, mosquitto.port).start()
+        try:
+            answer = future.result(10)
+        finally:
+            echo.stop()
+        assert answer.ok and answer.forecasts == (6.0,)
