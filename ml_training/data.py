@@ -1,21 +1,10 @@
 """Loading, validating, resampling, splitting and windowing BTS-schema CSV data.
 
-Rules (also in ``data/README.md``):
+Reading, validating, filtering, deduplicating, resampling and windowing are
+:mod:`client_app.bts`, the code the tenant client sends from too (rules there and in
+``data/README.md``); its errors are raised here as :class:`ml_training.errors.DataError`.
+This module adds the training side:
 
-* Columns ``station_id, parameter_id, reading_time, value`` are required (header names are
-  matched case-insensitively after stripping spaces; extra columns are ignored; blank
-  lines are skipped). ``station_id`` and ``parameter_id`` are integers, ``value`` a finite
-  number, ``reading_time`` either unix seconds (integer or decimal, may be negative) or an
-  ISO 8601 time (UTC when it has no offset).
-* Several files are read in the order given, as if concatenated.
-* Rows are filtered by parameter and stations, then sorted by time per station.
-  **Duplicate timestamps**: of several readings of one station at the same time, the last
-  one in input order (file order, then line order) is kept.
-* Optional ``max_gap``: a gap between two readings of a station longer than this splits
-  the station's series into independent segments.
-* Optional resampling to a fixed interval (aligned to multiples of the interval since the
-  epoch) carries the last reading forward, because BTS data is report-on-change: no new
-  reading means the value did not change.
 * Chronological split: cut times at the 70 % and 85 % (by default) quantiles of all sample
   times of the selected stations, the same calendar cut for every station; nothing is
   shuffled across time. Windows are built inside one (segment, split) piece only, so a
@@ -25,54 +14,36 @@ Rules (also in ``data/README.md``):
 
 from __future__ import annotations
 
-import hashlib
-import io
-import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from client_app import bts
+from client_app.bts import COLUMNS, Readings, Segment, SourceFile, files_label, listing, make_windows, resample
 from ml_training.errors import DataError
 
-COLUMNS = ("station_id", "parameter_id", "reading_time", "value")
+__all__ = [
+    "COLUMNS",
+    "SPLITS",
+    "DataConfig",
+    "Dataset",
+    "Readings",
+    "Segment",
+    "SourceFile",
+    "Windows",
+    "iso_time",
+    "load_csvs",
+    "make_windows",
+    "prepare",
+    "resample",
+    "select",
+]
+
 SPLITS = ("train", "validation", "test")
-_MAX_LISTED = 10
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One input file, as recorded in the model's metadata."""
-
-    path: str
-    sha256: str
-    rows: int
-
-
-@dataclass(frozen=True)
-class Readings:
-    """All rows of all input files, validated, in input order."""
-
-    station_id: np.ndarray
-    parameter_id: np.ndarray
-    reading_time: np.ndarray
-    value: np.ndarray
-    files: tuple[SourceFile, ...]
-
-    def __len__(self) -> int:
-        return int(self.value.shape[0])
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A contiguous, time-sorted series of samples of one station."""
-
-    station_id: int
-    times: np.ndarray
-    values: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -187,144 +158,19 @@ def iso_time(seconds: float) -> str:
     return text.replace("+00:00", "Z")
 
 
+@contextmanager
+def _training_errors() -> Iterator[None]:
+    """The shared reader's errors as :class:`ml_training.errors.DataError` (a TrainingError)."""
+    try:
+        yield
+    except bts.DataError as exc:
+        raise DataError(str(exc)) from None
+
+
 def load_csvs(paths: Sequence[Path | str]) -> Readings:
     """Read and validate CSV files in the BTS schema, concatenated in the given order."""
-    if not paths:
-        raise DataError("no data files given")
-    parts = [_read_csv(Path(p)) for p in paths]
-    return Readings(
-        station_id=np.concatenate([p[0] for p in parts]),
-        parameter_id=np.concatenate([p[1] for p in parts]),
-        reading_time=np.concatenate([p[2] for p in parts]),
-        value=np.concatenate([p[3] for p in parts]),
-        files=tuple(p[4] for p in parts),
-    )
-
-
-def _read_csv(
-    path: Path,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, SourceFile]:
-    label = str(path)
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{label}: is a directory, expected a CSV file") from None
-    except OSError as exc:
-        raise DataError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    digest = hashlib.sha256(content).hexdigest()
-    if not content.strip():
-        raise DataError(f"{label}: file is empty, expected a header {', '.join(COLUMNS)}")
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{label}: not a UTF-8 text file ({exc.reason})") from None
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=False,
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        message = " ".join(str(exc).split())
-        raise DataError(f"{label}: not a valid CSV file: {message}") from None
-
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        names = ", ".join(f"'{c}'" for c in missing)
-        header = ", ".join(str(c) for c in frame.columns)
-        raise DataError(
-            f"{label}: missing column{'s' if len(missing) > 1 else ''} {names} "
-            f"(header has: {header}; required: {', '.join(COLUMNS)})"
-        )
-    frame = frame.loc[:, list(COLUMNS)]
-    for column in COLUMNS:
-        frame[column] = frame[column].str.strip()
-    # Line numbers: the header is line 1, so data row i (from 0) is line i + 2.
-    lines = np.arange(len(frame), dtype=np.int64) + 2
-    blank = (frame == "").all(axis=1).to_numpy()
-    if blank.any():
-        frame = frame.loc[~blank]
-        lines = lines[~blank]
-    if len(frame) == 0:
-        raise DataError(f"{label}: no data rows after the header")
-
-    station = _integers(label, frame, lines, "station_id")
-    parameter = _integers(label, frame, lines, "parameter_id")
-    times = _times(label, frame, lines)
-    values = _finite(label, frame, lines, "value")
-    return station, parameter, times, values, SourceFile(label, digest, len(frame))
-
-
-def _bad(label: str, lines: np.ndarray, mask: np.ndarray, column: str, what: str, frame: pd.DataFrame) -> DataError:
-    first = int(np.flatnonzero(mask)[0])
-    raw = frame[column].iloc[first]
-    count = int(mask.sum())
-    more = f" (and {count - 1} more row{'s' if count > 2 else ''})" if count > 1 else ""
-    detail = "missing value" if raw == "" else f"{what}: {raw!r}"
-    return DataError(f"{label}: line {lines[first]}: column '{column}': {detail}{more}")
-
-
-def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return np.array(pd.to_numeric(frame[column], errors="coerce"), dtype=np.float64)  # a writable copy
-
-
-def _finite(label: str, frame: pd.DataFrame, lines: np.ndarray, column: str) -> np.ndarray:
-    numbers = _numeric(frame, column)
-    unparsed = np.isnan(numbers) & ~_nan_text(frame[column])
-    if unparsed.any():
-        raise _bad(label, lines, unparsed, column, "not a number", frame)
-    nonfinite = ~np.isfinite(numbers)
-    if nonfinite.any():
-        raise _bad(label, lines, nonfinite, column, "not a finite number", frame)
-    return numbers
-
-
-def _nan_text(column: pd.Series) -> np.ndarray:
-    return np.asarray(column.str.lower().str.lstrip("+-").isin(["nan"]), dtype=bool)
-
-
-def _integers(label: str, frame: pd.DataFrame, lines: np.ndarray, column: str) -> np.ndarray:
-    numbers = _numeric(frame, column)
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(numbers) | (np.floor(numbers) != numbers) | (np.abs(numbers) > 2**53)
-    if bad.any():
-        raise _bad(label, lines, bad, column, "not an integer", frame)
-    return numbers.astype(np.int64)
-
-
-def _times(label: str, frame: pd.DataFrame, lines: np.ndarray) -> np.ndarray:
-    column = "reading_time"
-    seconds = _numeric(frame, column)
-    text = ~np.isfinite(seconds)
-    if text.any():
-        raw = frame[column][text]
-        parsed = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")
-        epoch = pd.Timestamp(0, tz="UTC")
-        converted = np.asarray((parsed - epoch) / pd.Timedelta(seconds=1), dtype=np.float64)
-        seconds[text] = converted
-        bad = ~np.isfinite(seconds)
-        if bad.any():
-            raise _bad(label, lines, bad, column, "not unix seconds or an ISO 8601 time", frame)
-    return seconds
-
-
-# --------------------------------------------------------------------------- selecting
-
-
-def _listing(values: Sequence[int] | np.ndarray) -> str:
-    items = [str(v) for v in sorted({int(v) for v in values})]
-    if len(items) > _MAX_LISTED:
-        items = [*items[:_MAX_LISTED], f"... ({len(items)} in all)"]
-    return ", ".join(items) if items else "none"
-
-
-def _files_label(readings: Readings) -> str:
-    names = [f.path for f in readings.files]
-    return names[0] if len(names) == 1 else f"{len(names)} files ({', '.join(names)})"
+    with _training_errors():
+        return bts.load_csvs(paths)
 
 
 def select(readings: Readings, config: DataConfig) -> tuple[list[Segment], tuple[int, ...], int, int]:
@@ -332,94 +178,31 @@ def select(readings: Readings, config: DataConfig) -> tuple[list[Segment], tuple
 
     Returns ``(segments, stations, rows_used, duplicates_dropped)``.
     """
-    where = _files_label(readings)
-    keep = readings.parameter_id == config.parameter_id
-    if not keep.any():
-        raise DataError(
-            f"{where}: no readings with parameter_id {config.parameter_id} "
-            f"(parameter ids present: {_listing(readings.parameter_id)}); "
-            "choose one with --parameter"
+    with _training_errors():
+        return bts.select(
+            readings,
+            parameter=config.parameter_id,
+            stations=config.stations,
+            max_gap=config.max_gap,
+            resample_s=config.resample,
+            parameter_hint="; choose one with --parameter",
         )
-    present = np.unique(readings.station_id[keep])
-    if config.stations:
-        unknown = [s for s in config.stations if s not in set(present.tolist())]
-        if unknown:
-            plural = "s" if len(unknown) > 1 else ""
-            raise DataError(
-                f"{where}: station{plural} {_listing(unknown)} not found with parameter_id "
-                f"{config.parameter_id} (stations present: {_listing(present)})"
-            )
-        keep &= np.isin(readings.station_id, np.asarray(config.stations, dtype=np.int64))
-    stations = tuple(sorted(int(s) for s in np.unique(readings.station_id[keep])))
-
-    index = np.flatnonzero(keep)
-    station = readings.station_id[index]
-    times = readings.reading_time[index]
-    values = readings.value[index]
-    # Sort by station, then time, then input order; keep the last of equal (station, time).
-    order = np.lexsort((index, times, station))
-    station, times, values = station[order], times[order], values[order]
-    last = np.ones(station.shape, dtype=bool)
-    last[:-1] = (station[1:] != station[:-1]) | (times[1:] != times[:-1])
-    duplicates = int((~last).sum())
-    station, times, values = station[last], times[last], values[last]
-
-    segments: list[Segment] = []
-    bounds = np.flatnonzero(np.diff(station)) + 1
-    for lo, hi in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(station)].tolist(), strict=True):
-        sid = int(station[lo])
-        t, v = times[lo:hi], values[lo:hi]
-        pieces = [(t, v)]
-        if config.max_gap is not None:
-            cuts = np.flatnonzero(np.diff(t) > config.max_gap) + 1
-            pieces = list(zip(np.split(t, cuts), np.split(v, cuts), strict=True))
-        for pt, pv in pieces:
-            if config.resample is not None:
-                pt, pv = resample(pt, pv, config.resample)
-            if len(pt):
-                segments.append(Segment(sid, pt, pv))
-    return segments, stations, len(station), duplicates
-
-
-def resample(times: np.ndarray, values: np.ndarray, interval: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sample a report-on-change series every ``interval`` seconds, carrying values forward.
-
-    The grid is aligned to multiples of ``interval`` since the epoch and covers
-    ``[first reading, last reading]``; each grid point takes the last reading at or before
-    it. ``times`` must be sorted and unique.
-    """
-    if len(times) == 0:
-        return times, values
-    start = math.ceil(times[0] / interval) * interval
-    grid = np.arange(start, times[-1] + interval * 1e-9, interval, dtype=np.float64)
-    if len(grid) == 0:
-        return grid, np.zeros(0)
-    index = np.searchsorted(times, grid, side="right") - 1
-    return grid, values[index]
 
 
 # --------------------------------------------------------------------------- windows
-
-
-def make_windows(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """All windows of ``window`` consecutive values and the value after each."""
-    if len(values) < window + 1:
-        return np.zeros((0, window)), np.zeros(0)
-    x = np.lib.stride_tricks.sliding_window_view(values[:-1], window)
-    return np.array(x, dtype=np.float64), np.array(values[window:], dtype=np.float64)
 
 
 def prepare(readings: Readings, config: DataConfig) -> Dataset:
     """Readings -> chronologically split windows (raw units)."""
     segments, stations, rows, duplicates = select(readings, config)
     samples = sum(len(s.times) for s in segments)
-    where = _files_label(readings)
+    where = files_label(readings)
     need = config.window + 1
     if samples < need * 3:
         raise DataError(
             f"{where}: not enough data: {samples} "
             f"{'samples' if config.resample else 'readings'} for station(s) "
-            f"{_listing(stations)}, need at least {need} (--window {config.window} + 1 "
+            f"{listing(stations)}, need at least {need} (--window {config.window} + 1 "
             "target) in each of the train, validation and test spans"
         )
     all_times = np.sort(np.concatenate([s.times for s in segments]))

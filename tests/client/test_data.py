@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client_app.data import DataError, load_windows, make_windows, read_series, resample
+from client_app.bts import resample
+from client_app.data import DataError, load_windows, make_windows, read_series
 from tests.client.conftest import OTHER_STATION, STATION, series_rows, write_csv
 
 
@@ -62,14 +63,14 @@ def test_header_case_spaces_extra_columns_and_blank_lines(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        (f"{STATION},122,1,10\n{STATION},122,2,abc\n", r"b.csv: line 3: column 'value': not a finite number: 'abc'"),
+        (f"{STATION},122,1,10\n{STATION},122,2,abc\n", r"b.csv: line 3: column 'value': not a number: 'abc'"),
         (f"{STATION},122,1,10\n{STATION},122,2,\n", r"b.csv: line 3: column 'value': missing value"),
         (f"{STATION},122,1,inf\n", r"b.csv: line 2: column 'value': not a finite number: 'inf'"),
         (f"{STATION},122,yesterday,1\n", r"b.csv: line 2: column 'reading_time': not unix seconds or an ISO 8601"),
         (f"{STATION},122,1,1\nx1,122,2,1\n", r"b.csv: line 3: column 'station_id': not an integer: 'x1'"),
         (f"{STATION},122.5,1,1\n", r"b.csv: line 2: column 'parameter_id': not an integer: '122.5'"),
         (f"{STATION},122,1,a\n{STATION},122,2,b\n{STATION},122,3,c\n",
-         r"line 2: column 'value': not a finite number: 'a' \(and 2 more rows\)"),
+         r"line 2: column 'value': not a number: 'a' \(and 2 more rows\)"),
     ],
 )
 def test_bad_values_name_file_line_and_column(tmp_path: Path, body: str, expected: str) -> None:
@@ -79,9 +80,15 @@ def test_bad_values_name_file_line_and_column(tmp_path: Path, body: str, expecte
         read_series(path, STATION)
 
 
-def test_bad_rows_of_other_stations_do_not_matter(tmp_path: Path) -> None:
+def test_bad_rows_of_other_stations_are_errors_too(tmp_path: Path) -> None:
+    # as in ml_training, which would not train on this file either: every row is checked
     path = write_csv(tmp_path / "o.csv", [(STATION, 122, 1, 5), (OTHER_STATION, 122, "never", "n/a")])
-    assert read_series(path, STATION).values.tolist() == [5]
+    with pytest.raises(DataError, match=r"o.csv: line 3: column 'reading_time': not unix seconds or an ISO 8601 time: "
+                                        r"'never'"):
+        read_series(path, STATION)
+    path = write_csv(tmp_path / "p.csv", [(STATION, 122, 1, 5), (STATION, 121, 2, "n/a")])
+    with pytest.raises(DataError, match=r"p.csv: line 3: column 'value': not a number: 'n/a'"):
+        read_series(path, STATION)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +111,7 @@ def test_bad_files(tmp_path: Path, content: str, expected: str) -> None:
 def test_missing_file_and_unknown_station(tmp_path: Path, sample_csv: Path) -> None:
     with pytest.raises(DataError, match=r"nope.csv: no such file"):
         read_series(tmp_path / "nope.csv")
-    with pytest.raises(DataError, match=rf"station 42 has no readings with parameter_id 122 \(stations present: "
+    with pytest.raises(DataError, match=rf"station 42 not found with parameter_id 122 \(stations present: "
                                         rf"{STATION}, {OTHER_STATION}\)"):
         read_series(sample_csv, 42)
 
@@ -132,17 +139,22 @@ def test_resample_carries_the_last_reading_forward_on_an_epoch_grid() -> None:
     assert grid.tolist() == [10, 20] and sampled.tolist() == [1, 2]
 
 
-def test_resample_matches_the_trainer() -> None:
-    from ml_training.data import resample as trainer_resample
+@pytest.mark.parametrize("resample_s", [None, 300.0])
+def test_series_is_what_the_trainer_selects(tmp_path: Path, resample_s: float | None) -> None:
+    from ml_training.data import DataConfig, load_csvs, select
 
     rng = np.random.default_rng(1)
-    times = np.unique(np.round(rng.uniform(-5000, 50000, 500), 1))
-    values = rng.integers(6, 26, times.shape).astype(np.float64)
-    for interval in (1.0, 60.0, 300.0, 7.5):
-        ours = resample(times, values, interval)
-        theirs = trainer_resample(times, values, interval)
-        np.testing.assert_array_equal(ours[0], theirs[0])
-        np.testing.assert_array_equal(ours[1], theirs[1])
+    rows = [(STATION if i % 3 else OTHER_STATION, 122 if i % 5 else 121, int(t), int(rng.integers(6, 26)))
+            for i, t in enumerate(rng.uniform(0, 50_000, 600))]  # unsorted, with duplicate times
+    rows += [(STATION, 122, rows[7][2], 99)]
+    path = write_csv(tmp_path / "mixed.csv", rows)
+    series = read_series(path, STATION, resample_s=resample_s)
+    segments, *_ = select(load_csvs([path]), DataConfig(stations=(STATION,), resample=resample_s))
+    assert len(segments) == 1 and series.duplicates_dropped >= 1
+    np.testing.assert_array_equal(series.times, segments[0].times)
+    np.testing.assert_array_equal(series.values, segments[0].values)
+    windows = load_windows(path, station=STATION, parameter=122, window=6, resample_s=resample_s)
+    np.testing.assert_array_equal(windows.y, segments[0].values[6:])
 
 
 def test_load_windows_with_resampling(tmp_path: Path) -> None:
