@@ -373,11 +373,15 @@ def plot(report: dict[str, Any], path: Path) -> Path:
                 )
                 closed = [s for s in payload["steps"] if s["mode"] == "closed" and s["latency_ms"]["p99"] is not None]
                 color = colors[target]
-                xs = [s["throughput"] for s in open_steps]
-                ax.plot(xs, [s["latency_ms"]["p99"] for s in open_steps], "o-", color=color,
-                        label=f"{target} p99 (open loop)")
-                ax.plot(xs, [s["latency_ms"]["p50"] for s in open_steps], "o--", color=color, alpha=0.6,
-                        label=f"{target} p50 (open loop)")
+                kept = [s for s in open_steps if s.get("sustained")]
+                over = [s for s in open_steps if not s.get("sustained")]
+                xs = [s["throughput"] for s in kept]
+                ax.plot(xs, [s["latency_ms"]["p99"] for s in kept], "o-", color=color,
+                        label=f"{target} p99 (open loop, sustained)")
+                ax.plot(xs, [s["latency_ms"]["p50"] for s in kept], "o--", color=color, alpha=0.6,
+                        label=f"{target} p50 (open loop, sustained)")
+                ax.plot([s["throughput"] for s in over], [s["latency_ms"]["p99"] for s in over], "o", color=color,
+                        markerfacecolor="none", label=f"{target} p99 (open loop, not sustained)")
                 ax.plot([s["throughput"] for s in closed], [s["latency_ms"]["p99"] for s in closed], "x",
                         color=color, markersize=9, label=f"{target} p99 (closed loop)")
             ax.set_yscale("log")

@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import psutil  # type: ignore[import-untyped,unused-ignore]  # types-psutil is not in the dev extra
+import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = REPO_ROOT / "models"
