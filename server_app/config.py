@@ -121,14 +121,30 @@ class TenantConfig(_Strict):
 class WorkerConfig(_Strict):
     id: str | None = Field(None, description="default: host name (the pod name on Kubernetes)")
     max_batch: PositiveInt = 64
-    max_delay_ms: float = Field(1.0, ge=0)
-    queue_size: PositiveInt = 10000
+    max_delay_ms: float = Field(0.0, ge=0, description="wait for a batch to fill; 0: batch what has arrived")
+    queue_size: PositiveInt = Field(1000, description="requests buffered per worker; beyond: `overloaded`")
     max_message_bytes: PositiveInt = 1_048_576
     max_windows_per_message: PositiveInt = 4096
     dedup_window_s: float = Field(300.0, ge=0)
     dedup_max_entries: PositiveInt = 200_000
     shutdown_grace_s: float = Field(10.0, gt=0)
-    max_inflight: PositiveInt = 1000
+    max_inflight: PositiveInt | None = Field(
+        None, description="MQTT 5 Receive Maximum: unacknowledged requests the broker may send; default 2 x queue_size"
+    )
+
+    @model_validator(mode="after")
+    def _can_shed_load(self) -> WorkerConfig:
+        if self.max_inflight is not None and self.max_inflight <= self.queue_size:
+            raise ValueError(
+                "worker.max_inflight must exceed worker.queue_size: the broker stops sending at max_inflight "
+                "unacknowledged requests, so a smaller window never fills the queue and the worker cannot answer "
+                "`overloaded`; the broker queues instead (and past its own limit drops)"
+            )
+        return self
+
+    @property
+    def receive_maximum(self) -> int:
+        return min(65535, self.max_inflight or 2 * self.queue_size)
 
     def resolved_id(self) -> str:
         return self.id or socket.gethostname()

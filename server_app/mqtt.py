@@ -1,6 +1,6 @@
 """paho-mqtt adapter. Knows topics as strings and payloads as bytes, nothing of models.
 
-Callbacks only enqueue. Requests are acknowledged (PUBACK, manual ack) only after the answer
+Callbacks only buffer. Requests are acknowledged (PUBACK, manual ack) only after the answer
 to them has itself been accepted by the broker, so a worker killed at any point loses no
 acknowledged request: the broker redelivers whatever was not acknowledged.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -88,30 +88,39 @@ def connect_properties(broker: BrokerConfig, persistent: bool, receive_maximum: 
 
 
 class MqttTransport:
-    """One MQTT connection of a worker: subscribe, enqueue, publish, acknowledge."""
+    """One MQTT connection of a worker, driven by the serving thread (`poll`), never by a thread
+    of its own: no hand-off between a network thread and the serving thread per message (the
+    profile showed those hand-offs cost as much as the rest of the worker together).
+
+    Received requests wait in a bounded buffer; when it is full, `on_overflow` answers them at
+    once. Not thread-safe: every method is called from the serving thread.
+    """
 
     def __init__(
         self,
         broker: BrokerConfig,
         client_id: str,
-        inbox: queue.Queue[InboundMessage],
         on_overflow: Callable[[InboundMessage], None],
         *,
-        max_inflight: int,
+        buffer_size: int,
+        receive_maximum: int,
         will_topic: str | None = None,
         will_payload: bytes | None = None,
         on_subscribed: Callable[[], None] = lambda: None,
     ) -> None:
         self._broker = broker
-        self._inbox = inbox
         self._on_overflow = on_overflow
         self._on_subscribed = on_subscribed
         self._qos = broker.qos
         self._v5 = broker.mqtt_version == "5"
         self._client = make_client(broker, client_id, manual_ack=True, persistent=True)
-        self._client.max_inflight_messages_set(max_inflight)
+        # Answers in flight never exceed unacknowledged requests (bounded by receive_maximum),
+        # so paho's own limit only costs a scan per PUBACK.
+        self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
-        self._receive_maximum = max_inflight
+        self._receive_maximum = receive_maximum
+        self._buffer_size = buffer_size
+        self._received: deque[InboundMessage] = deque()
         if will_topic is not None and will_payload is not None:
             self._client.will_set(will_topic, will_payload, qos=1, retain=True)
         self._client.on_connect = self._on_connect
@@ -119,32 +128,70 @@ class MqttTransport:
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
-        self._lock = threading.Lock()
         self._filters: list[str] = []
-        self._pending_acks: dict[int, int] = {}  # response mid -> request mid
-        # An answer can be confirmed before publish() returns its mid to us; such mids wait here.
-        self._early_done: set[int] = set()
-        self._publishing_with_ack = 0
+        self._pending_acks: dict[int, int] = {}  # answer mid -> request mid
+        self._next_attempt = 0.0
+        self._backoff = broker.reconnect_min_delay_s
+        self._started = False
+        self._connect_called = False
+        # Read by the health thread: Events are safe to share.
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.client_id = client_id
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, filters: list[str]) -> None:
+        """Remember the filters; the first `poll` connects (and reconnects, with backoff)."""
         self._filters = list(filters)
-        properties = connect_properties(self._broker, True, self._receive_maximum)
-        self._client.connect_async(
-            self._broker.host,
-            self._broker.port,
-            keepalive=self._broker.keepalive_s,
-            clean_start=False if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-        )
-        self._client.loop_start()
+        self._started = True
 
-    def loop_alive(self) -> bool:
-        thread = getattr(self._client, "_thread", None)
-        return thread is not None and thread.is_alive()
+    def _connect(self) -> None:
+        properties = connect_properties(self._broker, True, self._receive_maximum)
+        try:
+            if not self._connect_called:
+                self._client.connect(
+                    self._broker.host,
+                    self._broker.port,
+                    keepalive=self._broker.keepalive_s,
+                    clean_start=False if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+                    properties=properties,
+                )
+                self._connect_called = True
+            else:
+                self._client.reconnect()
+            self._backoff = self._broker.reconnect_min_delay_s
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "cannot reach broker %s:%d (%s); retrying in %.1fs", self._broker.host, self._broker.port, exc,
+                self._backoff,
+            )
+            self._next_attempt = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, self._broker.reconnect_max_delay_s)
+
+    def poll(self, timeout: float) -> None:
+        """Network I/O for up to `timeout` seconds: read requests and acks, write answers."""
+        if not self._started:
+            return
+        if self._client.socket() is None:
+            if time.monotonic() >= self._next_attempt:
+                self._connect()
+            if self._client.socket() is None:
+                time.sleep(min(timeout, max(0.0, self._next_attempt - time.monotonic())))
+                return
+        rc = self._client.loop(timeout)
+        if rc != paho.MQTT_ERR_SUCCESS and self._client.socket() is None:
+            self._next_attempt = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, self._broker.reconnect_max_delay_s)
+
+    def take(self, limit: int) -> list[InboundMessage]:
+        """Up to `limit` received requests, oldest first."""
+        received = self._received
+        count = min(limit, len(received))
+        return [received.popleft() for _ in range(count)]
+
+    @property
+    def buffered(self) -> int:
+        return len(self._received)
 
     def stop_receiving(self) -> None:
         """Unsubscribe, so the broker sends new requests to other replicas while we drain."""
@@ -152,19 +199,14 @@ class MqttTransport:
         if self._filters and self.connected.is_set():
             self._client.unsubscribe(list(self._filters))
 
-    def wait_acked(self, timeout: float) -> bool:
-        """Wait until every answer is accepted by the broker (and so its request acknowledged)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._pending_acks and self._publishing_with_ack == 0:
-                    return True
-            time.sleep(0.01)
-        return False
+    @property
+    def idle(self) -> bool:
+        """Nothing buffered and every answer confirmed by the broker."""
+        return not self._received and not self._pending_acks
 
     def close(self) -> None:
         self._client.disconnect()
-        self._client.loop_stop()
+        self._client.loop(0.1)
 
     # -- subscriptions -------------------------------------------------------------------
     def set_filters(self, filters: list[str]) -> None:
@@ -193,39 +235,22 @@ class MqttTransport:
         if correlation_data is not None and self._v5:
             properties = Properties(PacketTypes.PUBLISH)
             properties.CorrelationData = correlation_data
-        request_mid = ack.mid if ack is not None and ack.qos > 0 else None
-        if request_mid is None:
-            info = self._client.publish(topic, payload, qos=self._qos, retain=retain, properties=properties)
-            self._log_failure(topic, info.rc)
-            return
-        with self._lock:
-            self._publishing_with_ack += 1
         info = self._client.publish(topic, payload, qos=self._qos, retain=retain, properties=properties)
-        self._log_failure(topic, info.rc)
-        with self._lock:
-            self._publishing_with_ack -= 1
-            done_now = info.mid in self._early_done
-            if done_now:
-                self._early_done.discard(info.mid)
-            else:
-                self._pending_acks[info.mid] = request_mid
-            if self._publishing_with_ack == 0:
-                self._early_done.clear()
-        if done_now:
-            self._client.ack(request_mid, 1)
-
-    @staticmethod
-    def _log_failure(topic: str, rc: int) -> None:
         # MQTT_ERR_NO_CONN: paho keeps the message and sends it after reconnecting.
-        if rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
-            log.error("publish to %s failed: %s", topic, paho.error_string(rc))
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            log.error("publish to %s failed: %s", topic, paho.error_string(info.rc))
+        if ack is not None and ack.qos > 0:
+            if self._qos > 0:
+                self._pending_acks[info.mid] = ack.mid  # acked in _on_publish
+            else:
+                self._client.ack(ack.mid, ack.qos)
 
     def acknowledge(self, message: InboundMessage) -> None:
         """Acknowledge a request that needs no answer (a de-duplicated retransmission)."""
         if message.qos > 0:
             self._client.ack(message.mid, message.qos)
 
-    # -- paho callbacks (network thread: short, never raise) -------------------------------
+    # -- paho callbacks (inside poll, on the serving thread: short, never raise) -----------
     def _on_connect(
         self,
         client: paho.Client,
@@ -254,6 +279,8 @@ class MqttTransport:
     ) -> None:
         self.connected.clear()
         self.subscribed.clear()
+        # Unconfirmed answers: paho resends them after reconnecting (persistent session) and
+        # their PUBACKs still arrive; the broker redelivers the requests we did not ack.
         if reason_code.is_failure:
             log.warning("disconnected from broker (%s); reconnecting with backoff", reason_code)
 
@@ -285,12 +312,12 @@ class MqttTransport:
                 message.topic, bytes(message.payload), message.mid, message.qos, response_topic, correlation,
                 time.monotonic(),
             )
-            try:
-                self._inbox.put_nowait(inbound)
-            except queue.Full:
+            if len(self._received) < self._buffer_size:
+                self._received.append(inbound)
+            else:
                 self._on_overflow(inbound)
-        except Exception:  # an exception here would kill paho's network thread
-            log.exception("dropping a message that could not be queued")
+        except Exception:  # an exception here would break paho's read loop
+            log.exception("dropping a message that could not be buffered")
 
     def _on_publish(
         self,
@@ -300,9 +327,6 @@ class MqttTransport:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        with self._lock:
-            request_mid = self._pending_acks.pop(mid, None)
-            if request_mid is None and self._publishing_with_ack > 0:
-                self._early_done.add(mid)
+        request_mid = self._pending_acks.pop(mid, None)
         if request_mid is not None:
             client.ack(request_mid, 1)

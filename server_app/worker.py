@@ -8,11 +8,12 @@ HTTP thread.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 from paho.mqtt.client import topic_matches_sub
@@ -31,6 +32,7 @@ from server_app.state import ServingState
 log = logging.getLogger(__name__)
 
 HEARTBEAT_STALE_S = 30.0
+IDLE_POLL_S = 0.05  # how long the serving loop waits on the socket when it has nothing to do
 UNKNOWN_LABEL = "<unknown>"
 
 
@@ -70,6 +72,36 @@ def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
     return None
 
 
+class BatchSource(Protocol):
+    """What collect_batch needs of a transport (a fake in tests)."""
+
+    def poll(self, timeout: float) -> None: ...
+
+    def take(self, limit: int) -> list[InboundMessage]: ...
+
+    @property
+    def buffered(self) -> int: ...
+
+
+def collect_batch(
+    source: BatchSource, max_batch: int, max_delay_s: float, clock: Callable[[], float] = time.monotonic
+) -> list[InboundMessage]:
+    """One micro-batch: what has arrived (up to max_batch); with max_delay_s > 0, keep reading
+    until the batch is full or max_delay_s has passed since its first message arrived."""
+    source.poll(0.0 if source.buffered else IDLE_POLL_S)
+    batch = source.take(max_batch)
+    if not batch or max_delay_s <= 0:
+        return batch
+    deadline = batch[0].received_at + max_delay_s
+    while len(batch) < max_batch:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            break
+        source.poll(remaining)
+        batch += source.take(max_batch - len(batch))
+    return batch
+
+
 def subscriptions(config: ServerConfig, group: str | None) -> list[str]:
     filters = [protocol.subscription_filter(protocol.REQUEST_FILTER, group)]
     filters += sorted(
@@ -97,7 +129,6 @@ class Worker:
         self._health_port = health_port if health_port is not None else config.health.port
         self.worker_id = client_id or config.worker.resolved_id()
         self.metrics = Metrics()
-        self._inbox: queue.Queue[InboundMessage] = queue.Queue(maxsize=config.worker.queue_size)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._pending_state: ServingState | None = None
@@ -105,14 +136,15 @@ class Worker:
         self._service = InferenceService()
         self._dedup = Deduplicator(config.worker.dedup_window_s, config.worker.dedup_max_entries)
         self._heartbeat = time.monotonic()
+        self._status_wanted = False  # set by other threads; the serving thread publishes
         self._status_topic = protocol.status_topic(self.worker_id)
         self._reloader = Reloader(config, config_path, self._hand_over, self._on_reload_result)
         self.transport = MqttTransport(
             self._broker,
             self.worker_id,
-            self._inbox,
             self._on_overflow,
-            max_inflight=config.worker.max_inflight,
+            buffer_size=config.worker.queue_size,
+            receive_maximum=config.worker.receive_maximum,
             will_topic=self._status_topic,
             will_payload=orjson.dumps({"worker": self.worker_id, "state": "offline"}),
             on_subscribed=lambda: self.publish_status("serving"),
@@ -122,8 +154,8 @@ class Worker:
 
     def _on_reload_result(self, result: str) -> None:
         self.metrics.reloads.labels(result=result).inc()
-        if result == "config_rejected" and self._state is not None:
-            self.publish_status("serving")  # make the rejection visible to operators
+        if result == "config_rejected":
+            self._status_wanted = True  # make the rejection visible to operators
 
     # -- state hand-over -----------------------------------------------------------------
     def _hand_over(self, state: ServingState) -> None:
@@ -149,6 +181,7 @@ class Worker:
         log.info("serving %s", orjson.dumps(state.describe()).decode())
 
     def publish_status(self, phase: str) -> None:
+        """Serving thread only (the MQTT client belongs to it)."""
         state = self._state
         body: dict[str, object] = {"worker": self.worker_id, "state": phase, "updated_at": time.time()}
         if state is not None:
@@ -164,8 +197,8 @@ class Worker:
         stale = time.monotonic() - self._heartbeat
         if stale > HEARTBEAT_STALE_S:
             return False, f"serving loop stalled for {stale:.0f}s"
-        if not self.transport.loop_alive():
-            return False, "MQTT network loop is not running"
+        if not self._threads or not self._threads[0].is_alive():
+            return False, "serving loop (which also runs the MQTT client) is not running"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
@@ -212,24 +245,15 @@ class Worker:
         self._reloader.trigger()
 
     def stop(self) -> None:
-        """Graceful: stop taking requests, answer what is queued, let the broker confirm, disconnect."""
+        """Graceful: stop taking requests, answer what is queued, let the broker confirm, disconnect.
+
+        The serving thread does the draining (it owns the MQTT client); this waits for it."""
         if self._stop.is_set():
             return
-        grace = self.config.worker.shutdown_grace_s
-        deadline = time.monotonic() + grace
-        log.info("draining: unsubscribing and answering %d queued requests", self._inbox.qsize())
-        self.transport.stop_receiving()
-        time.sleep(min(0.2, grace / 10))  # requests already on the wire still arrive
         self._stop.set()
         self._reloader.trigger()
         for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        if not self.transport.wait_acked(max(0.0, deadline - time.monotonic())):
-            log.warning("grace period over with answers unconfirmed; the broker will redeliver their requests")
-        self._stopped.set()
-        self.publish_status("stopped")
-        self.transport.wait_acked(0.5)
-        self.transport.close()
+            thread.join(timeout=self.config.worker.shutdown_grace_s + 5.0)
         if self._health is not None:
             self._health.stop()
         log.info("worker %s stopped", self.worker_id)
@@ -243,44 +267,43 @@ class Worker:
         return False
 
     # -- the serving loop ----------------------------------------------------------------
-    def _collect(self, max_messages: int, max_delay_s: float) -> list[InboundMessage]:
-        try:
-            first = self._inbox.get(timeout=0.1)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + max_delay_s
-        while len(batch) < max_messages:
-            try:
-                batch.append(self._inbox.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._inbox.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
-
     def _serve(self) -> None:
-        while True:
-            self._heartbeat = time.monotonic()
-            if self._stop.is_set() and self._inbox.empty():
-                return
-            worker_config = self._current_state().config.worker
-            batch = self._collect(worker_config.max_batch, worker_config.max_delay_ms / 1000.0)
-            if not batch:
-                continue
-            try:
-                self.handle_batch(batch)
-            except Exception:  # never let one batch take the worker down
-                log.exception("batch of %d messages failed", len(batch))
-                for message in batch:
-                    self.transport.acknowledge(message)
-            self.metrics.queue_depth.set(self._inbox.qsize())
+        transport = self.transport
+        drain_deadline = quiet_until = 0.0
+        try:
+            while True:
+                now = self._heartbeat = time.monotonic()
+                state = self._current_state()
+                if self._status_wanted:
+                    self._status_wanted = False
+                    self.publish_status("serving")
+                if self._stop.is_set():
+                    if not drain_deadline:
+                        log.info("draining: unsubscribing and answering %d buffered requests", transport.buffered)
+                        transport.stop_receiving()
+                        drain_deadline = now + self.config.worker.shutdown_grace_s
+                        quiet_until = now + 0.2  # requests already on the wire still arrive
+                    if now >= quiet_until and transport.idle:
+                        break
+                    if now >= drain_deadline:
+                        log.warning("grace period over with answers unconfirmed; the broker redelivers their requests")
+                        break
+                worker_config = state.config.worker
+                batch = collect_batch(transport, worker_config.max_batch, worker_config.max_delay_ms / 1000.0)
+                if not batch:
+                    continue
+                try:
+                    self.handle_batch(batch)
+                except Exception:  # never let one batch take the worker down
+                    log.exception("batch of %d messages failed", len(batch))
+                    for message in batch:
+                        transport.acknowledge(message)
+                self.metrics.queue_depth.set(transport.buffered)
+        finally:
+            self._stopped.set()
+            self.publish_status("stopped")
+            transport.poll(0.05)
+            transport.close()
 
     def handle_batch(self, batch: list[InboundMessage]) -> None:
         state = self._current_state()

@@ -40,6 +40,8 @@ def test_sigkill_mid_load_every_request_answered_once_after_dedup(
         shared_group="inference",
         protocol="5",
         tenants={"acme": {"models": ["lstm"]}},
+        # The whole burst may be buffered: this test is about a kill, not about load shedding.
+        worker={"queue_size": 5000},
     )
     worker = WorkerProcess(config, tmp_path / "worker", worker_id="kill-test-worker")
     windows = windows_from_sample(64, seed=3)
