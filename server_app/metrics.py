@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -32,9 +34,27 @@ class Metrics:
         self.queue_depth = Gauge(
             "inference_queue_depth", "Messages waiting in the inbound queue", registry=self.registry
         )
+        # Label values come from configured names only, so these caches stay small.
+        self._answer_children: dict[tuple[str, str, str], Any] = {}
+        self._window_children: dict[tuple[str, int], Any] = {}
         self.reloads = Counter(
             "inference_reloads", "State reloads by result", ["result"], registry=self.registry
         )
+
+    def count_answer(self, tenant: str, model: str, code: str) -> None:
+        """Per-answer counter, children cached (labels() costs more than inc())."""
+        key = (tenant, model, code)
+        child = self._answer_children.get(key)
+        if child is None:
+            child = self._answer_children[key] = self.answers.labels(tenant, model, code)
+        child.inc()
+
+    def count_windows(self, model: str, version: int, count: int) -> None:
+        key = (model, version)
+        child = self._window_children.get(key)
+        if child is None:
+            child = self._window_children[key] = self.windows.labels(model, str(version))
+        child.inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -70,13 +70,19 @@ class InferenceService:
             groups.setdefault(id(model), (model, []))[1].append(index)
 
         for model, indexes in groups.values():
-            inputs = [
-                requests[i].windows if requests[i].normalized else model.normalize(requests[i].windows)
-                for i in indexes
-            ]
+            # Normalise and denormalise once per group (the common case: every request raw).
+            all_raw = not any(requests[i].normalized for i in indexes)
+            windows = [requests[i].windows for i in indexes]
             try:
-                batch = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
-                forecasts = model.predict_normalized(batch)
+                batch = windows[0] if len(windows) == 1 else np.concatenate(windows)
+                if all_raw:
+                    forecasts = model.denormalize(model.predict_normalized(model.normalize(batch)))
+                else:
+                    mixed = [
+                        w if requests[i].normalized else model.normalize(w)
+                        for i, w in zip(indexes, windows, strict=True)
+                    ]
+                    forecasts = model.predict_normalized(np.concatenate(mixed))
             except Exception as exc:  # a failing invoke answers its group, never kills the worker
                 log.exception("invoke failed for %s/%d", model.name, model.version)
                 for i in indexes:
@@ -87,7 +93,7 @@ class InferenceService:
                 count = requests[i].windows.shape[0]
                 part = forecasts[start : start + count]
                 start += count
-                if not requests[i].normalized:
+                if not all_raw and not requests[i].normalized:
                     part = model.denormalize(part)
                 outcomes[i] = Prediction(model.name, model.version, part)
         return [outcome if outcome is not None else InternalError("no outcome") for outcome in outcomes]

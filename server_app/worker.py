@@ -361,7 +361,7 @@ class Worker:
                     self.worker_id,
                 )
             code = "ok"
-            self.metrics.windows.labels(outcome.model_name, str(outcome.model_version)).inc(outcome.forecasts.shape[0])
+            self.metrics.count_windows(outcome.model_name, outcome.model_version, outcome.forecasts.shape[0])
         else:
             code = error_code(outcome)
             payload = protocol.encode_error(outcome.request_id or request_id, code, outcome.message)
@@ -371,7 +371,7 @@ class Worker:
         state = self._state
         tenant = reply.tenant if state is not None and reply.tenant in state.config.tenants else UNKNOWN_LABEL
         model = reply.model if state is not None and reply.model in state.config.models else UNKNOWN_LABEL
-        self.metrics.answers.labels(tenant, model, code).inc()
+        self.metrics.count_answer(tenant, model, code)
         self.metrics.latency.observe(time.monotonic() - message.received_at)
 
     def _on_overflow(self, message: InboundMessage) -> None:
