@@ -62,6 +62,8 @@ def test_broker_restart_mid_load_loses_no_acknowledged_request(
         shared_group="inference",
         protocol="5",
         tenants={"acme": {"models": ["lstm"]}},
+        # The whole burst may be buffered: this test is about a restart, not about load shedding.
+        worker={"queue_size": 5000},
     )
     worker = WorkerProcess(config, tmp_path / "worker", worker_id="restart-test-worker")
     windows = windows_from_sample(64, seed=5)
