@@ -1,8 +1,8 @@
 """One inference worker: MQTT in, micro-batches through the data plane, answers out.
 
-Threads: paho's network thread (enqueue only), the serving thread (this loop: decode,
-batch, invoke, publish; the only user of interpreters), the reload thread and the health
-HTTP thread.
+Threads: the serving thread (this loop: it runs the MQTT client's I/O, decodes, batches,
+invokes and publishes; the only user of the MQTT client and of the interpreters), the reload
+thread (builds new serving states) and the health HTTP thread (reads flags only).
 """
 
 from __future__ import annotations
@@ -375,7 +375,7 @@ class Worker:
         self.metrics.latency.observe(time.monotonic() - message.received_at)
 
     def _on_overflow(self, message: InboundMessage) -> None:
-        """Inbound queue full (network thread): answer `overloaded` at once instead of queueing."""
+        """Buffer full (called inside poll, on the serving thread): answer `overloaded` at once."""
         state = self._state
         reply = resolve_reply(state, message) if state is not None else None
         if reply is None:
