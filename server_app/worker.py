@@ -20,7 +20,7 @@ from paho.mqtt.client import topic_matches_sub
 
 from server_app import protocol
 from server_app.config import BrokerConfig, ServerConfig
-from server_app.errors import InvalidRequest, Overloaded, ServiceError, TooLarge, error_code
+from server_app.errors import InternalError, InvalidRequest, Overloaded, ServiceError, TooLarge, error_code
 from server_app.health import HealthServer
 from server_app.limits import Deduplicator
 from server_app.metrics import Metrics
@@ -137,6 +137,7 @@ class Worker:
         self._dedup = Deduplicator(config.worker.dedup_window_s, config.worker.dedup_max_entries)
         self._heartbeat = time.monotonic()
         self._status_wanted = False  # set by other threads; the serving thread publishes
+        self._settled: set[int] = set()
         self._status_topic = protocol.status_topic(self.worker_id)
         self._reloader = Reloader(config, config_path, self._hand_over, self._on_reload_result)
         self.transport = MqttTransport(
@@ -296,8 +297,7 @@ class Worker:
                     self.handle_batch(batch)
                 except Exception:  # never let one batch take the worker down
                     log.exception("batch of %d messages failed", len(batch))
-                    for message in batch:
-                        transport.acknowledge(message)
+                    self._answer_leftovers(batch)
                 self.metrics.queue_depth.set(transport.buffered)
         finally:
             self._stopped.set()
@@ -306,6 +306,7 @@ class Worker:
             transport.close()
 
     def handle_batch(self, batch: list[InboundMessage]) -> None:
+        self._settled.clear()  # ids of this batch's messages already answered or acknowledged
         state = self._current_state()
         limits = state.config.worker
         requests: list[Request] = []
@@ -315,6 +316,7 @@ class Worker:
             if reply is None:
                 self.metrics.dropped.inc()
                 self.transport.acknowledge(message)
+                self._settled.add(id(message))
                 continue
             try:
                 if len(message.payload) > limits.max_message_bytes:
@@ -336,6 +338,7 @@ class Worker:
             if not self._dedup.first_time(reply.tenant, decoded.id):
                 self.metrics.duplicates.inc()
                 self.transport.acknowledge(message)
+                self._settled.add(id(message))
                 continue
             requests.append(Request(reply.tenant, reply.model, decoded.id, decoded.windows, decoded.normalized))
             owners.append((message, reply))
@@ -344,6 +347,23 @@ class Worker:
             outcomes = self._service.predict(state, requests)
             for (message, reply), request, outcome in zip(owners, requests, outcomes, strict=True):
                 self._answer(message, reply, outcome, request.id)
+
+    def _answer_leftovers(self, batch: list[InboundMessage]) -> None:
+        """After an unexpected failure: every message of the batch not yet settled gets `internal`."""
+        state = self._state
+        for message in batch:
+            if id(message) in self._settled:
+                continue
+            reply = resolve_reply(state, message) if state is not None else None
+            try:
+                if reply is None:
+                    self.transport.acknowledge(message)
+                else:
+                    error = InternalError("the worker failed on this batch", protocol.peek_request_id(message.payload))
+                    self._answer(message, reply, error)
+            except Exception:
+                log.exception("could not answer a message of the failed batch")
+                self.transport.acknowledge(message)
 
     def _answer(self, message: InboundMessage, reply: Reply, outcome: Outcome, request_id: str | None = None) -> None:
         if isinstance(outcome, Prediction):
@@ -366,6 +386,7 @@ class Worker:
             code = error_code(outcome)
             payload = protocol.encode_error(outcome.request_id or request_id, code, outcome.message)
         self.transport.publish(reply.topic, payload, ack=message, correlation_data=message.correlation_data)
+        self._settled.add(id(message))
         # Label only configured names: names in topics are chosen by clients, and every new
         # label value would be a new time series (unbounded memory here and in Prometheus).
         state = self._state

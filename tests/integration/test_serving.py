@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from server_app.runtime import load_model_version
-from tests.brokers import BrokerHandle
+from tests.brokers import BrokerHandle, MqttProbe
 from tests.serving import (
     copy_model_repository,
     oip_request,
@@ -127,3 +127,28 @@ def test_bad_input_gets_structured_errors_and_others_are_served(broker: BrokerHa
         assert message.json()["error"]["message"]
     assert sorted(m.json()["id"] for m in goods) == sorted(f"good-{i}" for i in range(len(BAD_INPUTS)))
     assert all("error" not in m.json() for m in goods)
+
+
+def test_an_unexpected_failure_still_answers_every_request(
+    mosquitto: Any, repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the data plane must cost the batch an `internal` error, never silence or the worker."""
+    config = server_config_dict(mosquitto.connect_host, mosquitto.port, repository, shared_group="inference")
+    with running_worker(config) as worker, MqttProbe(mosquitto.connect_host, mosquitto.port, protocol="5") as probe:
+        probe.connect()
+        probe.subscribe("tenants/acme/models/lstm/responses")
+        original = worker._service.predict
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("injected")
+
+        monkeypatch.setattr(worker._service, "predict", broken)
+        for i in range(5):
+            probe.publish("tenants/acme/models/lstm/requests", oip_request(f"boom-{i}", windows_from_sample(1)))
+        answers = [m.json() for m in probe.wait_for(5, timeout=10)]
+        assert sorted(a["id"] for a in answers) == [f"boom-{i}" for i in range(5)]
+        assert {a["error"]["code"] for a in answers} == {"internal"}
+        monkeypatch.setattr(worker._service, "predict", original)
+        probe.clear()
+        probe.publish("tenants/acme/models/lstm/requests", oip_request("after", windows_from_sample(1)))
+        assert "error" not in probe.wait_for(1, timeout=10)[0].json()

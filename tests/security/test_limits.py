@@ -104,7 +104,7 @@ def test_message_size_and_windows_limits_answer_too_large(mosquitto: MosquittoBr
     assert "9 windows" in answers["windows-over-limit"]["error"]["message"]
 
 
-# --------------------------------------------------------------------------- server bugs found here
+# --------------------------------------------------------------------------- regressions (bugs found here, fixed)
 
 
 @pytest.mark.parametrize(
