@@ -153,7 +153,6 @@ class TenantClient:
         self._settled = threading.Event()  # CONNACK (good or bad) arrived
         self._suback_event = threading.Event()  # SUBACK (good or bad) arrived
         self._connack: ReasonCode | None = None
-        self._closed_before_connack = False
         self._suback_mid: int | None = None
         self._suback: list[ReasonCode] | None = None
         self._closed = False
@@ -202,7 +201,6 @@ class TenantClient:
         wait out when the broker says no); the network thread starts once CONNACK is good."""
         self._broker = broker
         self._connack = None
-        self._closed_before_connack = False
         self._suback = None
         self._suback_mid = None
         self._settled.clear()
@@ -248,7 +246,6 @@ class TenantClient:
                         f"no CONNACK from the broker at {where} within {connack_wait:g} s{hint}"
                     )
                 if client.loop(timeout=min(remaining, 0.1)) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self._closed_before_connack = self._connack is None
                     break
             connack = self._connack
             if connack is None:
@@ -482,7 +479,6 @@ class TenantClient:
         self.disconnects += 1
         connack = self._connack
         if connack is None:
-            self._closed_before_connack = True
             self._settled.set()
         if reason_code.is_failure and not self._closed and connack is not None and not connack.is_failure:
             log.warning("disconnected from the broker (%s); paho reconnects with backoff", reason_code)

@@ -109,9 +109,10 @@ class Reloader:
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        interval = self._config.reload.poll_interval_s
+        """Poll every reload.poll_interval_s; with reload.enabled false only on trigger (SIGHUP)."""
         while not stop.is_set():
-            self._wake.wait(interval)
+            reload = self._config.reload
+            self._wake.wait(reload.poll_interval_s if reload.enabled else None)
             self._wake.clear()
             if stop.is_set():
                 break
@@ -120,4 +121,3 @@ class Reloader:
             except Exception:  # a reload bug must not stop future reloads or serving
                 log.exception("reload failed; keeping the current state")
                 self._on_result("error")
-            interval = self._config.reload.poll_interval_s

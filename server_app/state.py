@@ -116,9 +116,10 @@ class StateBuilder:
             return result
 
         defaults: dict[str, LoadedModel] = {}
+        listings: dict[str, dict[int, VersionFolder]] = {}
         for name, model_config in config.models.items():
             available = list_versions(Path(model_config.repository))
-            by_version = {folder.version: folder for folder in available}
+            by_version = listings[name] = {folder.version: folder for folder in available}
             if model_config.version == "latest":
                 candidates = list(reversed(available))
             else:
@@ -155,9 +156,7 @@ class StateBuilder:
                 pin = tenant.versions.get(name)
                 target: LoadedModel | None = defaults.get(name)
                 if pin is not None:
-                    pin_folder = next(
-                        (f for f in list_versions(Path(config.models[name].repository)) if f.version == pin), None
-                    )
+                    pin_folder = listings[name].get(pin)
                     pinned = obtain(name, pin_folder) if pin_folder is not None else None
                     if pinned is None:
                         old_route = previous.routes.get((tenant_id, name)) if previous is not None else None

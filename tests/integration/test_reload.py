@@ -180,7 +180,7 @@ def _wait_status(probe: MqttProbe, worker_id: str, predicate: Any, timeout: floa
 
 
 def test_sighup_reloads_a_subprocess_server(mosquitto: MosquittoBroker, repository: Path, tmp_path: Path) -> None:
-    config = _config(mosquitto, repository, worker={"id": "hup-worker"}, reload={"poll_interval_s": 3600})
+    config = _config(mosquitto, repository, worker={"id": "hup-worker"}, reload={"enabled": False})
     config_path = write_config(tmp_path / "server.yaml", config)
     server = _start_server(config_path, tmp_path / "server.log")
     try:
@@ -188,7 +188,8 @@ def test_sighup_reloads_a_subprocess_server(mosquitto: MosquittoBroker, reposito
             probe.subscribe("service/workers/hup-worker/status")
             _wait_status(probe, "hup-worker", lambda s: s.get("state") == "serving", 30)
             add_version(repository, "lstm", 2)
-            time.sleep(0.5)
+            time.sleep(1.5)  # polling is off: nothing may change before the signal
+            assert not [m for m in probe.messages if m.json().get("models", {}).get("lstm", {}).get("default") == 2]
             server.send_signal(signal.SIGHUP)
             _wait_status(probe, "hup-worker", lambda s: s.get("models", {}).get("lstm", {}).get("default") == 2, 10)
         server.send_signal(signal.SIGTERM)
