@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_HOST",
     "EmbeddedBroker",
     "EmbeddedBrokerError",
+    "EmbeddedBrokerPortError",
     "build_broker_config",
     "hash_password",
     "main",
@@ -85,6 +86,16 @@ _log = logging.getLogger(__name__)
 
 class EmbeddedBrokerError(RuntimeError):
     """The embedded broker could not be started (or was used wrongly)."""
+
+
+class EmbeddedBrokerPortError(EmbeddedBrokerError):
+    """The embedded broker's address cannot be bound (port taken, or not allowed)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(reason)
+        self.host = host
+        self.port = port
+        self.reason = reason
 
 
 # --------------------------------------------------------------------------- config
@@ -244,9 +255,37 @@ async def _child_async(config: dict[str, Any], conn: Connection) -> int:
     return 0
 
 
+def _port_in_use(bind: str) -> str | None:
+    """A one-line reason when ``host:port`` (amqtt's ``bind`` form) cannot be bound, else None.
+
+    Checked before amqtt starts, because amqtt logs a long traceback of its own for a
+    port that is taken before reporting it. Same socket options as asyncio's server
+    (SO_REUSEADDR), so a port in TIME_WAIT is not reported. Port 0 is always free.
+    """
+    host, _, port_text = bind.rpartition(":")
+    host = host.strip("[]")
+    port = int(port_text)
+    if port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
 def _child_main(config: dict[str, Any], log_level: int, conn: Connection) -> None:
     """Entry point of the spawned broker process."""
     _configure_logging(log_level)
+    taken = _port_in_use(config["listeners"]["default"]["bind"])
+    if taken is not None:
+        with contextlib.suppress(OSError):
+            conn.send(("port_unavailable", taken))
+        conn.close()
+        sys.exit(1)
     code = asyncio.run(_child_async(config, conn))
     conn.close()
     sys.exit(code)
@@ -410,6 +449,8 @@ class EmbeddedBroker:
                     kind, value = "error", "broker process closed its pipe before listening" + _SPAWN_HINT
                 if kind == "ready":
                     return int(value)
+                if kind == "port_unavailable":
+                    raise EmbeddedBrokerPortError(self.host, self._requested_port, str(value))
                 raise EmbeddedBrokerError(f"embedded amqtt broker failed to start on {where}: {value}")
             if not process.is_alive():
                 raise EmbeddedBrokerError(
@@ -544,6 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown log level {args.log_level!r}", file=sys.stderr)
         return 2
     _configure_logging(level)
+    taken = _port_in_use(config["listeners"]["default"]["bind"])
+    if taken is not None:
+        print(f"error: {taken} (--port)", file=sys.stderr)
+        return 1
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -156,8 +157,23 @@ class ReloadConfig(_Strict):
 
 
 class HealthConfig(_Strict):
-    host: str = "0.0.0.0"
+    host: str = Field("127.0.0.1", description="address to bind; loopback by default (this machine only)")
+    host_env: str | None = Field(
+        None,
+        description="environment variable holding the address to bind, when set and not empty "
+        "(Kubernetes: POD_IP from the downward API); `host` is the fallback",
+    )
     port: int | None = Field(8080, ge=0, le=65535, description="null disables the HTTP endpoint")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _host_from_environment(cls, data: object) -> object:
+        # Resolved when the file is parsed, so a reload of the same file compares equal.
+        if isinstance(data, dict) and isinstance(data.get("host_env"), str):
+            value = os.environ.get(data["host_env"], "").strip()
+            if value:
+                data = {**data, "host": value}
+        return data
 
 
 class ServerConfig(_Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -46,8 +47,13 @@ def run_worker(
     health_port: int | None = None,
 ) -> int:
     """Run one worker in this process until SIGTERM/SIGINT; SIGHUP reloads config and models."""
+    from server_app.health import HealthPortError
     from server_app.worker import Worker  # keeps `--help` and config errors fast
 
+    env = config.health.host_env
+    if env is not None and config.health.port is not None and not os.environ.get(env, "").strip():
+        log.warning("health.host_env: $%s is not set; the health endpoint binds health.host %s",
+                    env, config.health.host)
     worker = Worker(config, config_path, client_id=client_id, broker=broker, health_port=health_port)
     stop = threading.Event()
 
@@ -60,7 +66,11 @@ def run_worker(
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
-    worker.start()
+    try:
+        worker.start()
+    except HealthPortError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     log.info("worker %s started; waiting for requests", worker.worker_id)
     while not stop.wait(0.5):
         pass
@@ -87,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        from server_app.broker import EmbeddedBroker, EmbeddedBrokerError
+        from server_app.broker import EmbeddedBroker, EmbeddedBrokerError, EmbeddedBrokerPortError
 
         broker: EmbeddedBroker
         try:
@@ -98,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 broker = EmbeddedBroker(host="127.0.0.1", port=config.broker.port)
             broker.start()
+        except EmbeddedBrokerPortError as exc:
+            print(
+                f"error: broker.port {exc.port}: the embedded broker {exc.reason} "
+                "(another broker running?); set another broker.port (0 = any free port)",
+                file=sys.stderr,
+            )
+            return 1
         except (EmbeddedBrokerError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
