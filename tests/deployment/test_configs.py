@@ -139,7 +139,44 @@ def test_probes_use_the_health_port_of_the_server_config() -> None:
         assert get["path"] == path, probe_name
         port = ports[get["port"]] if isinstance(get["port"], str) else get["port"]
         assert port == config.health.port, probe_name
-    assert config.health.host == "0.0.0.0", "the kubelet probes the pod IP"
+
+
+@pytest.mark.parametrize("path", [BASE, EMQX], ids=["base", "emqx"])
+def test_health_endpoint_binds_the_pod_address_from_the_downward_api(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POD_IP", raising=False)
+    config, text = server_config(path)
+    assert config.health.host_env == "POD_IP"
+    assert config.health.host == "127.0.0.1", "without the pod address: loopback, never 0.0.0.0"
+    monkeypatch.setenv("POD_IP", "10.1.2.3")
+    assert parse_config(text, "server.yaml").health.host == "10.1.2.3"  # where the kubelet probes
+    env = {e["name"]: e for e in worker_container(inference(path)).get("env", [])}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+
+
+@pytest.mark.parametrize("path", [BASE, EMQX], ids=["base", "emqx"])
+def test_network_policy_admits_only_the_scraper_to_the_health_port(path: Path) -> None:
+    manifests = built_manifests(path)
+    workload = inference(path)
+    pod_labels = workload["spec"]["template"]["metadata"]["labels"]
+    policies = [
+        p for p in manifests
+        if p.get("kind") == "NetworkPolicy"
+        and p["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    ]
+    assert [p["metadata"]["name"] for p in policies] == ["inference-health"]
+    (policy,) = policies
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # the workers' own connections out are not restricted
+    (rule,) = policy["spec"]["ingress"]
+    # Only the health port (named as in the container), only from the scraper's pods: the
+    # kubelet's probes come from the pod's own node, which NetworkPolicy always allows.
+    assert rule["ports"] == [{"port": "health", "protocol": "TCP"}]
+    assert "health" in {p["name"] for p in worker_container(workload)["ports"]}
+    (peer,) = rule["from"]
+    assert set(peer) == {"namespaceSelector", "podSelector"}  # both in one peer: AND, not OR
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert "ipBlock" not in peer
 
 
 def test_grace_period_outlasts_the_worker_drain() -> None:
