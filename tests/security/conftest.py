@@ -2,8 +2,9 @@
 
 - ``repository``: a private copy of the shipped lstm and ann models.
 - ``secured``: a server config, a passwords file and the files ``python -m server_app.auth``
-  generates from them, and a Mosquitto started from those files (``allow_anonymous false``,
-  ``per_listener_settings false``); see :class:`Secured`.
+  generates from them, and a Mosquitto started with the mosquitto.conf lines it generates
+  (``mosquitto-auth.conf``: ``allow_anonymous false``, the dynamic-security plugin with the
+  generated ``mosquitto-dynsec.json``, no password_file/acl_file); see :class:`Secured`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server_app.auth import MOSQUITTO_ACL_FILE, MOSQUITTO_PASSWORD_FILE, main
+from server_app.auth import MOSQUITTO_CONF_FILE, find_dynsec_plugin, main
 from tests.brokers import MosquittoBroker, MqttProbe, find_mosquitto
 from tests.serving import copy_model_repository, server_config_dict
 
@@ -55,6 +56,8 @@ class Secured:
 @pytest.fixture
 def secured(tmp_path: Path, repository: Path) -> Iterator[Secured]:
     find_mosquitto()
+    if find_dynsec_plugin() is None:
+        pytest.fail("mosquitto_dynamic_security.so not found: install Debian's `mosquitto` package (2.0)")
     # The generated files do not depend on the broker's address; the port is filled in below.
     config = server_config_dict("127.0.0.1", 1883, repository, shared_group="inference", protocol="5", tenants=TENANTS)
     config["broker"]["username"] = WORKER_USER
@@ -67,12 +70,8 @@ def secured(tmp_path: Path, repository: Path) -> Iterator[Secured]:
     assert main(["--config", str(config_path), "--passwords", str(passwords_path), "--out", str(out)]) == 0
     passwords = yaml.safe_load(passwords_path.read_text())["users"]
     config["broker"]["password"] = passwords[WORKER_USER]
-    broker = MosquittoBroker(
-        tmp_path / "mosquitto",
-        password_file=out / MOSQUITTO_PASSWORD_FILE,
-        acl_file=out / MOSQUITTO_ACL_FILE,
-        allow_anonymous=False,
-    )
+    generated_conf = (out / MOSQUITTO_CONF_FILE).read_text(encoding="utf-8").splitlines()
+    broker = MosquittoBroker(tmp_path / "mosquitto", allow_anonymous=False, extra_conf=generated_conf)
     broker.start()
     config["broker"]["port"] = broker.port
     try:

@@ -1,4 +1,5 @@
-"""``server_app.auth``: hashes Mosquitto accepts, ACL/amqtt files from the config, passwords file handling."""
+"""``server_app.auth``: hashes Mosquitto accepts, dynamic-security/amqtt files from the config, passwords file
+handling, worker client ids."""
 
 from __future__ import annotations
 
@@ -13,17 +14,20 @@ import yaml
 
 from server_app.auth import (
     AMQTT_AUTH_FILE,
-    MOSQUITTO_ACL_FILE,
-    MOSQUITTO_PASSWORD_FILE,
+    DYNSEC_FILE,
+    MOSQUITTO_CONF_FILE,
     AuthError,
     access_plan,
+    dynsec_document,
+    dynsec_password,
     generate,
     load_embedded_auth,
     main,
     mosquitto_hash,
-    render_mosquitto_acl,
+    verify_dynsec_password,
     verify_mosquitto_hash,
 )
+from server_app.client_ids import TAG_HEX_CHARS, worker_client_id
 from server_app.config import parse_config
 from tests.brokers import find_mosquitto_passwd
 from tests.serving import REPO_ROOT
@@ -75,38 +79,94 @@ def test_hashes_of_real_mosquitto_passwd_verify(tmp_path: Path) -> None:
     assert not verify_mosquitto_hash("correct horsE", hashed)
 
 
+def test_dynsec_password_is_the_same_pbkdf2_in_the_plugins_fields() -> None:
+    fields = dynsec_password("s3cret: with spaces and ü", salt=b"0123456789ab")
+    assert fields["salt"] == "MDEyMzQ1Njc4OWFi" and fields["iterations"] == 101
+    assert mosquitto_hash("s3cret: with spaces and ü", salt=b"0123456789ab").endswith("$" + fields["password"])
+    assert verify_dynsec_password("s3cret: with spaces and ü", fields)
+    assert not verify_dynsec_password("s3cret", fields)
+
+
+def _dynsec(**broker: Any) -> dict[str, Any]:
+    plan = access_plan(parse_config(yaml.safe_dump(_config(**broker))))
+    return dynsec_document(plan, dict.fromkeys(plan.names, "pw"))
+
+
+def _acls(document: dict[str, Any], role: str) -> list[tuple[str, str]]:
+    (found,) = [r for r in document["roles"] if r["rolename"] == role]
+    assert all(acl["allow"] is True for acl in found["acls"])
+    return [(acl["acltype"], acl["topic"]) for acl in found["acls"]]
+
+
 # --------------------------------------------------------------------------- rules
 
 
-def test_acl_rules_per_tenant_and_worker() -> None:
-    acl = render_mosquitto_acl(access_plan(parse_config(yaml.safe_dump(_config()))))
-    sections = {}
-    for block in acl.split("\nuser ")[1:]:
-        lines = [line for line in block.splitlines() if line and not line.startswith("#")]
-        sections[lines[0]] = lines[1:]
-    assert sections["acme"] == ["topic write tenants/acme/models/+/requests", "topic read tenants/acme/#"]
-    assert sections["course"] == [
-        "topic write tenants/course/models/+/requests",
-        "topic read tenants/course/#",
-        "topic write inqueue/lstm",
-        "topic read out q/lstm",
+def test_dynsec_roles_per_tenant_and_worker() -> None:
+    document = _dynsec()
+    assert document["defaultACLAccess"] == {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
+    clients = {c["username"]: c for c in document["clients"]}
+    assert list(clients) == ["acme", "beta", "course", "inference-worker"]
+    assert all(c["roles"] == [{"rolename": f"{'worker' if u == 'inference-worker' else 'tenant'}-{u}"}]
+               for u, c in clients.items())  # fmt: skip
+    assert all("clientid" not in c for c in clients.values()), "a clientid would limit a user to one connection"
+    assert all(verify_dynsec_password("pw", c) for c in clients.values())
+    assert _acls(document, "tenant-acme") == [
+        ("publishClientSend", "tenants/acme/models/+/requests"),
+        ("publishClientReceive", "tenants/acme/#"),
+        ("subscribePattern", "tenants/acme/#"),
+        ("subscribePattern", "$share/+/tenants/acme/#"),
     ]
-    assert sections["inference-worker"] == [
-        "topic read tenants/+/models/+/requests",
-        "topic read $share/inference/tenants/+/models/+/requests",
-        "topic write tenants/+/#",
-        "topic read inqueue/lstm",
-        "topic read $share/inference/inqueue/lstm",
-        "topic write out q/lstm",
-        "topic readwrite service/workers/#",
+    assert _acls(document, "tenant-course") == [
+        ("publishClientSend", "tenants/course/models/+/requests"),
+        ("publishClientReceive", "tenants/course/#"),
+        ("publishClientSend", "inqueue/lstm"),
+        ("publishClientReceive", "out q/lstm"),
+        ("subscribePattern", "tenants/course/#"),
+        ("subscribePattern", "$share/+/tenants/course/#"),
+        ("subscribePattern", "out q/lstm"),
     ]
-    # Nothing before the first `user` line: anonymous clients get no rights.
-    assert all(line.startswith("#") or not line for line in acl.split("\nuser ")[0].splitlines())
+    assert _acls(document, "worker-inference-worker") == [
+        ("publishClientReceive", "tenants/+/models/+/requests"),
+        ("publishClientSend", "tenants/+/#"),
+        ("publishClientReceive", "inqueue/lstm"),
+        ("publishClientSend", "out q/lstm"),
+        ("publishClientSend", "service/workers/#"),
+        ("publishClientReceive", "service/workers/#"),
+        ("publishClientReceive", "$SYS/broker/#"),
+        # Exactly the worker's own subscriptions: the configured group only, no plain form.
+        ("subscribeLiteral", "$share/inference/tenants/+/models/+/requests"),
+        ("subscribeLiteral", "$share/inference/inqueue/lstm"),
+        ("subscribePattern", "service/workers/#"),
+        ("subscribePattern", "$SYS/broker/#"),
+    ]
 
 
-def test_no_share_rules_without_shared_group() -> None:
-    acl = render_mosquitto_acl(access_plan(parse_config(yaml.safe_dump(_config(shared_group=None)))))
-    assert "$share" not in acl
+def test_worker_subscribes_the_plain_filter_without_shared_group() -> None:
+    acls = _acls(_dynsec(shared_group=None), "worker-inference-worker")
+    subscriptions = [topic for kind, topic in acls if kind == "subscribeLiteral"]
+    assert subscriptions == ["tenants/+/models/+/requests", "inqueue/lstm"]
+
+
+class _Broker:
+    def __init__(self, password: str | None) -> None:
+        self.password = password
+
+    def resolve_password(self) -> str | None:
+        return self.password
+
+
+def test_worker_client_id_is_secret_stable_and_distinct() -> None:
+    derived = worker_client_id(_Broker("worker-secret"), "inference-0")
+    assert derived.startswith("inference-0-") and len(derived) == len("inference-0-") + TAG_HEX_CHARS
+    assert derived == worker_client_id(_Broker("worker-secret"), "inference-0"), "stable: sessions resume"
+    assert derived != worker_client_id(_Broker("worker-secret"), "inference-1")
+    assert derived != worker_client_id(_Broker("other-secret"), "inference-0"), "keyed by the password"
+    assert worker_client_id(_Broker(None), "laptop") == "laptop", "no password, no tenants: the plain id"
 
 
 @pytest.mark.parametrize(
@@ -140,11 +200,11 @@ def test_missing_passwords_are_generated_and_written_back_privately(tmp_path: Pa
     assert all(len(stored["users"][u]) >= 24 for u in result.generated_passwords)
     assert passwords_path.stat().st_mode & 0o777 == 0o600
     assert result.unused_passwords == ["retired"]
-    users = [line.split(":", 1)[0] for line in (tmp_path / "out" / MOSQUITTO_PASSWORD_FILE).read_text().splitlines()]
-    assert users == ["acme", "beta", "course", "inference-worker"], "stale users are left out"
-    for line in (tmp_path / "out" / MOSQUITTO_PASSWORD_FILE).read_text().splitlines():
-        user, hashed = line.split(":", 1)
-        assert verify_mosquitto_hash(stored["users"][user], hashed)
+    clients = json.loads((tmp_path / "out" / DYNSEC_FILE).read_text())["clients"]
+    assert [c["username"] for c in clients] == ["acme", "beta", "course", "inference-worker"], "stale users left out"
+    for client in clients:
+        assert verify_dynsec_password(stored["users"][client["username"]], client)
+    assert (tmp_path / "out" / DYNSEC_FILE).stat().st_mode & 0o077 == 0, "password hashes: owner only"
     # Generating again changes no password.
     generate(config_path, passwords_path, tmp_path / "out")
     assert yaml.safe_load(passwords_path.read_text()) == stored
@@ -169,10 +229,8 @@ def test_worker_password_from_the_server_config(tmp_path: Path) -> None:
     result = generate(config_path, passwords_path, tmp_path / "out")
     assert "inference-worker" not in result.generated_passwords
     assert "inference-worker" not in yaml.safe_load(passwords_path.read_text())["users"]
-    hashed = dict(line.split(":", 1) for line in (tmp_path / "out" / MOSQUITTO_PASSWORD_FILE).read_text().splitlines())[
-        "inference-worker"
-    ]
-    assert verify_mosquitto_hash("from-file", hashed)
+    clients = {c["username"]: c for c in json.loads((tmp_path / "out" / DYNSEC_FILE).read_text())["clients"]}
+    assert verify_dynsec_password("from-file", clients["inference-worker"])
     config_path, passwords_path = _write(
         tmp_path, _config(password_file=str(secret_file)), {"users": {"inference-worker": "different"}}
     )
@@ -234,8 +292,24 @@ def test_cli_entry_point(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "generated passwords for acme, beta, course, inference-worker" in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        [MOSQUITTO_PASSWORD_FILE, MOSQUITTO_ACL_FILE, "amqtt.passwd", AMQTT_AUTH_FILE]
+        [DYNSEC_FILE, MOSQUITTO_CONF_FILE, "amqtt.passwd", AMQTT_AUTH_FILE]
     )
+    conf = (tmp_path / "out" / MOSQUITTO_CONF_FILE).read_text().splitlines()
+    assert f"plugin_opt_config_file {(tmp_path / 'out' / DYNSEC_FILE).resolve()}" in conf
+    assert "allow_anonymous false" in conf
+    assert not [line for line in conf if line.startswith(("password_file", "acl_file"))]
+    # An acl_file left over from an older version is named, not silently kept in force.
+    (tmp_path / "out" / "mosquitto.acl").write_text("user acme\n")
+    again = subprocess.run(
+        [sys.executable, "-m", "server_app.auth", "--config", str(config_path), "--passwords", str(passwords_path),
+         "--out", str(tmp_path / "out"), "--dynsec-path", "/mosquitto/auth/dynamic-security.json",
+         "--dynsec-plugin", "/usr/lib/mosquitto_dynamic_security.so"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert again.returncode == 0 and "mosquitto.acl from an older version" in again.stderr
+    conf = (tmp_path / "out" / MOSQUITTO_CONF_FILE).read_text().splitlines()
+    assert "plugin_opt_config_file /mosquitto/auth/dynamic-security.json" in conf
+    assert "plugin /usr/lib/mosquitto_dynamic_security.so" in conf
     broken = subprocess.run(
         [sys.executable, "-m", "server_app.auth", "--config", str(tmp_path / "nope.yaml"), "--passwords",
          str(passwords_path), "--out", str(tmp_path / "out")],

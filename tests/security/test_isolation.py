@@ -1,11 +1,14 @@
 """Tenant isolation on real brokers configured from ``python -m server_app.auth`` output.
 
-Mosquitto (``secured`` fixture): password file + ACL file generated from the server config,
-``allow_anonymous false``, ``per_listener_settings false``. What Mosquitto 2.0 does with the
-ACL, and what these tests therefore accept: a SUBSCRIBE outside the user's rights is granted
-(the ``acl_file`` does not check subscriptions) but nothing is ever delivered through it (the
-``read`` check is made per message); a PUBLISH outside the user's rights is acknowledged (v5:
-reason code 0x87 Not authorized; v3.1.1: a plain PUBACK) and dropped.
+Mosquitto (``secured`` fixture): the dynamic-security plugin with the users and roles
+generated from the server config, loaded by the mosquitto.conf lines the generator writes
+(``allow_anonymous false``, no password_file/acl_file). What Mosquitto 2.0.11 does with it,
+and what these tests therefore demand: a SUBSCRIBE outside the user's rights is refused (v5:
+SUBACK 0x87 Not authorized; v3.1.1: 0x80), ``$share/<group>/`` filters included; a PUBLISH
+outside them is acknowledged (v5: 0x87; v3.1.1: a plain PUBACK) and dropped; a message is
+delivered only if the receiver may receive its topic. Worker client ids are secret (derived
+from the worker password, :mod:`server_app.client_ids`): a tenant using a worker's public
+name as client id takes nothing over.
 
 The embedded amqtt broker with the generated ``amqtt-auth.json``: a denied SUBSCRIBE gets
 SUBACK 0x80, a denied PUBLISH is acknowledged and dropped.
@@ -14,13 +17,18 @@ SUBACK 0x80, a denied PUBLISH is acknowledged and dropped.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import yaml
 
-from server_app.auth import AMQTT_AUTH_FILE, embedded_broker
+from server_app.auth import AMQTT_AUTH_FILE, DYNSEC_FILE, embedded_broker
+from server_app.client_ids import worker_client_id
+from server_app.config import parse_config
 from server_app.worker import Worker
 from tests.brokers import MqttProbe, MqttProbeError
 from tests.reliability.harness import prometheus_samples, sum_samples
@@ -40,6 +48,66 @@ def _puback_reasons(probe: MqttProbe) -> list[int]:
     reasons: list[int] = []
     probe.client.on_publish = lambda client, userdata, mid, rc, props: reasons.append(rc.value)
     return reasons
+
+
+# Every form of the workers' request subscription a tenant might try: the configured group,
+# other groups, the plain filter, and narrower or wider filters that cover other tenants.
+WORKER_FILTERS = [
+    "$share/inference/tenants/+/models/+/requests",
+    "$share/other/tenants/+/models/+/requests",
+    "$share/inference/tenants/beta/models/+/requests",
+    "$share/inference/#",
+    "tenants/+/models/+/requests",
+    "tenants/beta/models/ann/requests",
+    "tenants/+/models/ann/requests",
+    "+/+/models/+/requests",
+    "#",
+]
+N_REQUESTS = 1000
+IN_FLIGHT = 100  # unanswered requests at most: far below the worker's queue, whatever the machine's speed
+
+
+def _counted_requests(
+    tenant: MqttProbe, topic: str, prefix: str, *, between: Callable[[int], None] = lambda i: None
+) -> dict[str, int]:
+    """Send N_REQUESTS on ``topic`` with at most IN_FLIGHT unanswered; answers per id.
+
+    Waits for progress, not for a time: it stops early only when nothing more arrives for
+    10 s (requests lost), and returns what came, so a failure shows how many were lost.
+    ``between(i)`` runs before request i (e.g. an attacker's move).
+    """
+
+    def answered() -> int:
+        return sum(1 for m in tenant.messages if m.topic.endswith("/responses"))
+
+    def wait_until(count: int) -> bool:
+        try:
+            tenant.wait_for(lambda m: m.topic.endswith("/responses"), count=count, timeout=10)
+        except TimeoutError:
+            return False
+        return True
+
+    for i in range(N_REQUESTS):
+        between(i)
+        if i - answered() >= IN_FLIGHT and not wait_until(i - IN_FLIGHT + 1):
+            break
+        tenant.publish(topic, oip_request(f"{prefix}-{i}", WINDOW), wait=False)
+    wait_until(N_REQUESTS)
+    per_id: dict[str, int] = {}
+    for message in tenant.messages:
+        if message.topic.endswith("/responses"):
+            body = message.json()
+            assert "error" not in body, body
+            per_id[body["id"]] = per_id.get(body["id"], 0) + 1
+    print(f"\n{prefix}: {len(per_id)} of {N_REQUESTS} requests answered")
+    return per_id
+
+
+def _all_answered_once(per_id: dict[str, int], prefix: str) -> None:
+    wanted = {f"{prefix}-{i}" for i in range(N_REQUESTS)}
+    missing = sorted(wanted - set(per_id), key=lambda r: int(r.rsplit("-", 1)[1]))
+    assert not missing, f"{len(missing)} of {N_REQUESTS} requests never answered, e.g. {missing[:5]}"
+    assert per_id == dict.fromkeys(wanted, 1), {k: v for k, v in per_id.items() if v != 1}
 
 
 # --------------------------------------------------------------------------- authentication
@@ -81,21 +149,92 @@ def test_tenant_cannot_read_another_tenants_answers(secured: Secured) -> None:
         "#",
         "outqueue/lstm",
         "service/workers/#",
+        "$SYS/#",
     ]
     with running_worker(secured.config), secured.probe("acme") as spy, secured.probe("beta") as beta:
-        granted = {f: spy.subscribe(f, check=False)[0] for f in spy_filters}
+        refused = {f: spy.subscribe(f, check=False)[0] for f in spy_filters}
+        spy.subscribe(["tenants/acme/#", "$share/mine/tenants/acme/models/+/responses"])  # its own: granted
         beta.subscribe("tenants/beta/models/ann/responses")
         for i in range(20):
             beta.publish("tenants/beta/models/ann/requests", oip_request(f"beta-{i}", WINDOW))
         answers = beta.wait_for(20, timeout=15)
         assert sorted(m.json()["id"] for m in answers) == sorted(f"beta-{i}" for i in range(20))
-        # The spy's subscriptions are live: its own answer reaches it through them.
         spy.publish("tenants/acme/models/lstm/requests", oip_request("acme-own", WINDOW))
         spy.wait_for(lambda m: m.topic == "tenants/acme/models/lstm/responses", timeout=10)
         time.sleep(0.5)
         leaked = [m.topic for m in spy.messages if not m.topic.startswith("tenants/acme/")]
-    print(f"\nSUBACK codes for the spy's filters (Mosquitto 2.0 grants, then filters per message): {granted}")
+    print(f"\nSUBACK codes for the spy's filters: {refused}")
+    assert all(code == 0x87 for code in refused.values()), refused
     assert not leaked, f"tenant acme received other tenants' messages: {leaked[:10]}"
+
+
+# --------------------------------------------------------------------------- the workers' subscription
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_tenant_cannot_join_the_workers_subscription(secured: Secured, protocol: str) -> None:
+    """Issue 11 (critical): with the acl_file, a tenant's SUBSCRIBE to the workers' shared filter
+    was granted; the broker then dealt it other tenants' requests and its read rule dropped them.
+    Now every form is refused at SUBSCRIBE, and the victim's 1,000 requests are all answered."""
+    with (
+        running_worker(secured.config),
+        secured.probe("acme", protocol=protocol) as attacker,
+        secured.probe("beta") as beta,
+    ):
+        codes = {f: attacker.subscribe(f, check=False)[0] for f in WORKER_FILTERS}
+        beta.subscribe("tenants/beta/models/ann/responses")
+        per_id = _counted_requests(beta, "tenants/beta/models/ann/requests", "beta")
+        stolen = [m.topic for m in attacker.messages]
+    print(f"\nSUBACK codes (MQTT {protocol}) for the workers' filters: {codes}")
+    assert codes == dict.fromkeys(WORKER_FILTERS, 0x87 if protocol == "5" else 0x80)
+    assert not stolen, stolen[:5]
+    _all_answered_once(per_id, "beta")
+
+
+# --------------------------------------------------------------------------- the workers' client ids
+
+
+@contextmanager
+def _named_worker(config: dict[str, Any], worker_id: str) -> Iterator[Worker]:
+    """A worker as production starts one: its public id from `worker.id`, no client id override."""
+    worker = Worker(parse_config(yaml.safe_dump({**config, "worker": {**config.get("worker", {}), "id": worker_id}})))
+    worker.start()
+    try:
+        assert worker.wait_ready(15), f"worker not ready: {worker.ready()[1]}"
+        yield worker
+    finally:
+        worker.stop()
+
+
+def test_tenant_using_a_workers_public_id_takes_nothing_over(secured: Secured) -> None:
+    """Issue 11 (high): worker client ids were the public worker id (host name, inference-N); a
+    tenant connecting with one kicked the worker and inherited its session. The broker cannot
+    reserve an id for a user (module doc of server_app.client_ids), so the worker connects with
+    an id derived from its password: a tenant using the public id gets a fresh session of its
+    own, the worker stays connected, and none of the other tenant's 1,000 requests is lost."""
+    public_id = "inference-0"
+    with _named_worker(secured.config, public_id) as worker, secured.probe("beta") as beta:
+        secret_id = worker_client_id(parse_config(yaml.safe_dump(secured.config)).broker, public_id)
+        client_id = worker.transport.client_id
+        beta.subscribe("tenants/beta/models/ann/responses")
+        sessions: list[bool | None] = []
+
+        def take_over(i: int) -> None:
+            if i % 50 == 0:  # 20 attempts over the run; session_expiry 0: a session found is never its own
+                for client_id in (public_id, f"{public_id}-0"):
+                    attacker = secured.probe("acme", client_id=client_id, clean_session=False, session_expiry_s=0)
+                    sessions.append(attacker.session_present)
+                    attacker.close()
+
+        per_id = _counted_requests(beta, "tenants/beta/models/ann/requests", "beta", between=take_over)
+        kicked = secured.broker.log_path.read_text(errors="replace").count("already connected, closing old connection")
+        answers_in_public_name = {m.json()["parameters"].get("worker") for m in beta.messages}
+    print(f"\nattacker sessions present: {sum(map(bool, sessions))} of {len(sessions)}; workers kicked: {kicked}")
+    assert sessions and not any(sessions), "the attacker never found a session to inherit"
+    assert kicked == 0, f"the broker closed {kicked} connection(s) for a duplicate client id"
+    _all_answered_once(per_id, "beta")
+    assert answers_in_public_name == {public_id}, "answers name the public id, never the client id"
+    assert client_id == secret_id != public_id, "server_app/worker.py must connect with worker_client_id(...)"
 
 
 # --------------------------------------------------------------------------- writing into others' topics
@@ -227,16 +366,21 @@ def test_embedded_broker_with_generated_auth_isolates_tenants(secured: Secured) 
             "protocol": "3.1.1",
         }
 
-        def probe(user: str | None, password: str | None = None) -> MqttProbe:
+        def probe(user: str | None, password: str | None = None, **kwargs: Any) -> MqttProbe:
             if user is not None and password is None:
                 password = secured.passwords[user]
-            return MqttProbe(broker.connect_host, broker.port, username=user, password=password).connect()
+            return MqttProbe(broker.connect_host, broker.port, username=user, password=password, **kwargs).connect()
 
         for kwargs in ({"user": "acme", "password": "wrong"}, {"user": None}, {"user": "mallory", "password": "x"}):
             with pytest.raises(MqttProbeError):
                 probe(**kwargs)
-        with running_worker(config) as worker, probe("acme") as acme, probe("beta") as beta:
-            denied = {f: acme.subscribe(f, check=False)[0] for f in ("tenants/beta/#", "tenants/+/errors", "#")}
+        with _named_worker(config, "laptop") as worker, probe("acme") as acme, probe("beta") as beta:
+            filters = ("tenants/beta/#", "tenants/+/errors", "#", *WORKER_FILTERS)
+            denied = {f: acme.subscribe(f, check=False)[0] for f in filters}
+            # The worker's public id as client id: amqtt too hands a session to whoever names it.
+            takeover = probe("acme", client_id="laptop", clean_session=False)
+            took_session = takeover.session_present
+            takeover.close()
             acme.subscribe("tenants/acme/#")
             beta.subscribe("tenants/beta/#")
             acme.publish("tenants/beta/models/ann/requests", oip_request("forged", WINDOW))
@@ -250,15 +394,16 @@ def test_embedded_broker_with_generated_auth_isolates_tenants(secured: Secured) 
             acme_foreign = [m.topic for m in acme.messages if not m.topic.startswith("tenants/acme/")]
             answered = {"acme": _answers(worker, tenant="acme"), "beta": _answers(worker, tenant="beta")}
     assert set(denied.values()) == {0x80}, denied
+    assert took_session is False, "the tenant found the worker's session under its public id"
     assert beta_ids == ["beta-legit"], beta_ids
     assert not acme_foreign
     assert answered == {"acme": 1, "beta": 1}
 
 
 def test_generated_files_are_private(secured: Secured) -> None:
-    for name in ("mosquitto.passwd", "amqtt.passwd"):
+    for name in (DYNSEC_FILE, "amqtt.passwd"):
         assert (secured.out / name).stat().st_mode & 0o077 == 0, name
     passwords = Path(secured.out.parent / "passwords.yaml")
     assert passwords.stat().st_mode & 0o077 == 0
-    text = (secured.out / "mosquitto.passwd").read_text()
+    text = (secured.out / DYNSEC_FILE).read_text()
     assert all(secret not in text for secret in secured.passwords.values())
