@@ -1,6 +1,7 @@
-"""Boot what the manifests deploy: the built mosquitto.conf, ACL and password file on a real
-Mosquitto, the built server.yaml under `python -m server_app --workers 3`, a tenant with its
-Secret's password. Requests spread over the three workers, each answered exactly once."""
+"""Boot what the manifests deploy: the built mosquitto.conf and the dynamic-security plugin's
+file (users and ACLs) on a real Mosquitto, the built server.yaml under
+`python -m server_app --workers 3`, a tenant with its Secret's password. Requests spread over
+the three workers, each answered exactly once; the tenant cannot join the workers' filter."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from server_app.auth import find_dynsec_plugin
 from tests.brokers import MosquittoBroker, MqttProbe, free_port, rewrite_mosquitto_conf
 from tests.deployment.manifests import built_manifests, extract_file
 from tests.serving import (
@@ -31,16 +33,17 @@ TENANT = DEPLOYMENT / "examples" / "tenant-client" / "secrets" / "acme-password"
 def test_manifests_boot_with_three_workers(tmp_path: Path) -> None:
     manifests = built_manifests(BASE)
     server_yaml = yaml.safe_load(extract_file(manifests, "ConfigMap", "inference-config", "server.yaml"))
-    passwd = tmp_path / "passwd"
-    passwd.write_text(extract_file(manifests, "Secret", "mosquitto-auth", "mosquitto-passwd"))
-    acl = tmp_path / "acl"
-    acl.write_text(extract_file(manifests, "ConfigMap", "mosquitto-config", "acl"))
+    users = tmp_path / "dynamic-security.json"
+    users.write_text(extract_file(manifests, "Secret", "mosquitto-auth", "dynamic-security.json"))
+    plugin = find_dynsec_plugin()
+    assert plugin is not None, "mosquitto_dynamic_security.so not found: install Debian's `mosquitto` package"
     conf = rewrite_mosquitto_conf(
         extract_file(manifests, "ConfigMap", "mosquitto-config", "mosquitto.conf"),
         port=free_port(),
         persistence_location=tmp_path / "data",
         log_file=tmp_path / "mosquitto.log",
-        file_map={"/mosquitto/auth/passwd": passwd, "/mosquitto/config/acl": acl},
+        # Only where the files are: the image keeps the plugin in /usr/lib, Debian elsewhere.
+        file_map={"/mosquitto/auth/dynamic-security.json": users, "/usr/lib/mosquitto_dynamic_security.so": plugin},
     )
     worker_password = tmp_path / "worker-password"
     worker_password.write_text(extract_file(manifests, "Secret", "inference-mqtt", "worker-password"))
@@ -69,6 +72,9 @@ def test_manifests_boot_with_three_workers(tmp_path: Path) -> None:
                 broker.connect_host, broker.port, protocol="5", username="acme", password=password
             ).connect() as tenant:
                 tenant.subscribe("tenants/acme/models/lstm/responses")
+                group = server_yaml["broker"]["shared_group"]
+                joined = tenant.subscribe(f"$share/{group}/tenants/+/models/+/requests", check=False)
+                assert joined == [0x87], "the broker must refuse a tenant the workers' filter"
                 load = PacedLoad(tenant, "tenants/acme/models/lstm/requests", rate=900, duration_s=3, prefix="k8s")
                 load.start().join(timeout=30)
                 answers = tenant.wait_for(len(load.sent), timeout=30)

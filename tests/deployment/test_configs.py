@@ -1,12 +1,10 @@
-"""The configs inside the built manifests: server config, mosquitto.conf, ACL, passwords,
-tenant client config. Each is extracted from the kustomize output, i.e. exactly what
-the pods would mount, and checked against what the mounting pod expects."""
+"""The configs inside the built manifests: server config, mosquitto.conf, the broker's users
+and ACLs (dynamic-security plugin file), tenant client config. Each is extracted from the
+kustomize output, i.e. exactly what the pods would mount, and checked against what the
+mounting pod expects."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import re
 from pathlib import Path, PurePosixPath
@@ -16,6 +14,7 @@ import pytest
 import yaml
 
 from client_app.config import parse_client_config
+from server_app.auth import access_plan, dynsec_document, verify_dynsec_password
 from server_app.config import ServerConfig, parse_config
 from tests.deployment.manifests import (
     BASE,
@@ -240,7 +239,12 @@ def test_mosquitto_conf_has_the_required_directives() -> None:
     assert conf["set_tcp_nodelay"] == ["true"], "Nagle + delayed ACK: 40 ms QoS 1 round trips"
     assert conf["allow_anonymous"] == ["false"]
     assert conf["persistence"] == ["true"]
-    assert len(conf["password_file"]) == 1 and len(conf["acl_file"]) == 1
+    # Users and ACLs from the dynamic-security plugin only: Mosquitto 2.0's acl_file does not
+    # check SUBSCRIBE (issue 11) and would be consulted before the plugin.
+    assert "password_file" not in conf and "acl_file" not in conf
+    (plugin,) = conf["plugin"]
+    assert PurePosixPath(plugin).name == "mosquitto_dynamic_security.so"
+    assert len(conf["plugin_opt_config_file"]) == 1
     assert int(conf["max_queued_messages"][0]) >= 10_000, "the default 1000 drops requests in a burst"
     assert int(conf["max_queued_bytes"][0]) > 0
     assert int(conf["max_inflight_messages"][0]) >= server_config(BASE)[0].worker.max_inflight
@@ -254,11 +258,10 @@ def test_mosquitto_conf_paths_are_where_the_pod_mounts_them() -> None:
     conf = mosquitto_conf()
     workload = mosquitto()
     files = secret_file_paths(workload, "mosquitto")
-    secret, key = files[conf["password_file"][0]]
-    assert secret.startswith("mosquitto-auth") and key == "mosquitto-passwd"
+    secret, key = files[conf["plugin_opt_config_file"][0]]
+    assert secret.startswith("mosquitto-auth") and key == "dynamic-security.json"
     config_mount = PurePosixPath(mount_path_of(workload, "mosquitto", "config"))
     assert volume(workload, "config")["configMap"]["name"].startswith("mosquitto-config-")
-    assert PurePosixPath(conf["acl_file"][0]) == config_mount / "acl"
     (container,) = containers(workload)
     assert str(config_mount / "mosquitto.conf") in container["command"]
     data_mount = mount_path_of(workload, "mosquitto", "data")
@@ -267,76 +270,67 @@ def test_mosquitto_conf_paths_are_where_the_pod_mounts_them() -> None:
     assert mosquitto()["spec"]["strategy"]["type"] == "Recreate", "never two brokers on one persistence file"
 
 
-# -- ACL and passwords -----------------------------------------------------------------
+# -- broker users and ACLs (dynamic-security plugin) ----------------------------------
 
 
-def acl_sections() -> tuple[list[str], dict[str, list[str]]]:
-    """(lines before the first `user` line, {user: its lines}); patterns are collected apart."""
-    text = extract_file(built_manifests(BASE), "ConfigMap", "mosquitto-config", "acl")
-    anonymous: list[str] = []
-    users: dict[str, list[str]] = {}
-    current: list[str] = anonymous
-    for line in text.splitlines():
-        stripped = " ".join(line.split())
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("user "):
-            current = users.setdefault(stripped.split(" ", 1)[1], [])
-        else:
-            current.append(stripped)
-    return anonymous, users
+def dynsec() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(
+        extract_file(built_manifests(BASE), "Secret", "mosquitto-auth", "dynamic-security.json")
+    )
+    return document
 
 
-def test_acl_confines_tenants_to_their_own_topics() -> None:
-    anonymous, users = acl_sections()
-    patterns = [line for section in [anonymous, *users.values()] for line in section if line.startswith("pattern ")]
-    assert "pattern write tenants/%u/models/+/requests" in patterns
-    assert "pattern read tenants/%u/#" in patterns
-    assert len(patterns) == 2, f"no other pattern may widen a tenant's rights: {patterns}"
-    assert not [line for line in anonymous if line.startswith("topic ")], "anonymous clients get no topics"
+def dynsec_clients() -> dict[str, dict[str, Any]]:
+    return {client["username"]: client for client in dynsec()["clients"]}
 
 
-def test_acl_gives_the_worker_user_exactly_what_the_worker_does() -> None:
-    _, users = acl_sections()
-    assert set(users) == {WORKER_USER}, "tenants need no user section: the patterns cover them"
-    assert users[WORKER_USER] == [
-        "topic read tenants/+/models/+/requests",
-        "topic read $share/inference/tenants/+/models/+/requests",
-        "topic write tenants/#",
-        "topic readwrite service/workers/#",
-    ]
+def test_broker_users_and_acls_are_generated_from_the_shipped_server_config() -> None:
+    """What `python -m server_app.auth` makes of inference/server.yaml, up to salts and hashes:
+    regenerate the Secret (docs/deployment.md) whenever tenants change."""
     config, _ = server_config(BASE)
-    assert f"$share/{config.broker.shared_group}/" in users[WORKER_USER][1]
+    plan = access_plan(config)
+    expected = dynsec_document(plan, {user: PLACEHOLDER.format(user=user) for user in plan.names})
+    shipped = dynsec()
+    assert shipped["defaultACLAccess"] == expected["defaultACLAccess"]
+    assert shipped["roles"] == expected["roles"]
+
+    def without_hashes(clients: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k not in ("password", "salt", "textname")} for c in clients]
+
+    assert without_hashes(shipped["clients"]) == without_hashes(expected["clients"])
+    assert set(dynsec_clients()) == {WORKER_USER, *config.tenants}
 
 
-def password_file() -> dict[str, str]:
-    text = extract_file(built_manifests(BASE), "Secret", "mosquitto-auth", "mosquitto-passwd")
-    return dict(line.split(":", 1) for line in text.splitlines() if line.strip())
-
-
-def mosquitto_hash_matches(encoded: str, password: str) -> bool:
-    """Mosquitto 2.0 `$7$` entries: PBKDF2-HMAC-SHA512, `$7$<iterations>$<salt b64>$<hash b64>`."""
-    _, scheme, iterations, salt, digest = encoded.split("$")
-    assert scheme == "7", f"not a mosquitto_passwd PBKDF2 hash: {encoded[:8]}..."
-    expected = base64.b64decode(digest)
-    actual = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt), int(iterations), len(expected))
-    return hmac.compare_digest(actual, expected)
-
-
-def test_password_file_has_every_user_hashed_with_the_demo_placeholders() -> None:
+def test_no_tenant_may_subscribe_the_workers_filter_or_read_others() -> None:
+    roles = {role["rolename"]: role["acls"] for role in dynsec()["roles"]}
     config, _ = server_config(BASE)
-    entries = password_file()
-    assert set(entries) == {WORKER_USER, *config.tenants}
-    for user, encoded in entries.items():
-        assert mosquitto_hash_matches(encoded, PLACEHOLDER.format(user=user)), user
+    for tenant in config.tenants:
+        acls = roles[f"tenant-{tenant}"]
+        assert all(acl["allow"] for acl in acls)
+        assert {acl["topic"] for acl in acls if acl["acltype"].startswith("subscribe")} == {
+            f"tenants/{tenant}/#",
+            f"$share/+/tenants/{tenant}/#",
+        }
+        assert [acl["topic"] for acl in acls if acl["acltype"] == "publishClientSend"] == [
+            f"tenants/{tenant}/models/+/requests"
+        ]
+    worker = roles[f"worker-{WORKER_USER}"]
+    assert {"acltype": "subscribeLiteral", "topic": f"$share/{config.broker.shared_group}/tenants/+/models/+/requests",
+            "allow": True} in worker  # fmt: skip
+    assert dynsec()["defaultACLAccess"]["subscribe"] is False
 
 
-def test_every_plaintext_credential_matches_the_broker_password_file() -> None:
-    entries = password_file()
+def test_every_user_is_hashed_with_the_demo_placeholders() -> None:
+    for user, client in dynsec_clients().items():
+        assert verify_dynsec_password(PLACEHOLDER.format(user=user), client), user
+
+
+def test_every_plaintext_credential_matches_the_broker_users() -> None:
+    clients = dynsec_clients()
     worker = extract_file(built_manifests(BASE), "Secret", "inference-mqtt", "worker-password")
-    assert mosquitto_hash_matches(entries[WORKER_USER], worker)
+    assert verify_dynsec_password(worker, clients[WORKER_USER])
     tenant = extract_file(built_manifests(TENANT_CLIENT), "Secret", "tenant-acme-mqtt", "acme-password")
-    assert mosquitto_hash_matches(entries["acme"], tenant)
+    assert verify_dynsec_password(tenant, clients["acme"])
 
 
 # -- tenant client ---------------------------------------------------------------------
