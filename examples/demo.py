@@ -63,6 +63,7 @@ def main() -> int:
         server_config["health"]["port"] = health_port
         for model in server_config["models"].values():
             model["repository"] = str(ROOT / model["repository"])
+            model["version"] = 1  # the shipped version, whatever a training run added to models/
         (work / "server.yaml").write_text(yaml.safe_dump(server_config))
         for tenant in TENANTS:
             tenant_config = json.loads((ROOT / "examples" / "tenants" / f"{tenant}.json").read_text())

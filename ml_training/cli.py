@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit status: 0 on success (the new version folder is printed last), 2 on bad "
             "input or options (a message on stderr, nothing written to the repository). "
             "Example: python -m ml_training --data data/bts_sample.csv --model lstm "
-            "--repository models --resample 300"
+            "--repository work/models --resample 300"
         ),
     )
     parser.add_argument(

@@ -16,7 +16,7 @@ import pytest
 from benchmarks.report import summarize, write_report
 from benchmarks.run import PayloadPlan, Plan, run_benchmark
 from tests.brokers import find_mosquitto
-from tests.serving import SHIPPED_MODELS
+from tests.serving import copy_model_repository
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def test_benchmark_machinery_end_to_end(tmp_path: Path) -> None:
         quiet_wait_s=0.0,
         disturbed_retries=0,
     )
-    report = run_benchmark(plan, SHIPPED_MODELS, tmp_path / "work")
+    report = run_benchmark(plan, copy_model_repository(tmp_path / "models"), tmp_path / "work")
 
     assert [(b["target"], b["qos"]) for b in report["blocks"]] == [("echo", 1), ("worker", 1)]
     for block in report["blocks"]:

@@ -1,5 +1,8 @@
 """End to end: the real server (`python -m server_app`, shipped models) and the real client CLI.
 
+The server serves a copy of the shipped versions (never the live `models/` folder, where a
+user's own training run may have added versions).
+
 Both run as subprocesses against a test Mosquitto; the example tenant configs are used with
 only the broker port changed, so they are checked against the shipped models too.
 """
@@ -21,17 +24,17 @@ import yaml
 
 from client_app.config import load_client_config
 from tests.brokers import MosquittoBroker, MqttProbe
+from tests.serving import SHIPPED_MODELS, copy_model_repository
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-MODELS = REPO / "models"
 EXAMPLES = REPO / "examples" / "tenants"
 WORKER_ID = "client-e2e-worker"
 
 
 def _metadata(model: str) -> dict[str, Any]:
-    path = MODELS / model / "1" / "metadata.json"
+    path = SHIPPED_MODELS / model / "1" / "metadata.json"
     assert path.is_file(), f"shipped model {path.parent} missing: train it (python -m ml_training ...)"
     data: dict[str, Any] = json.loads(path.read_text())
     return data
@@ -62,9 +65,10 @@ def _tenant_file(tmp_path: Path, name: str, port: int) -> Path:
 def server(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     for model in ("lstm", "ann"):
         _metadata(model)
+    models = copy_model_repository(tmp_path / "models")
     config = {
         "broker": {"host": mosquitto.host, "port": mosquitto.port, "shared_group": None, "qos": 1},
-        "models": {"lstm": {"repository": str(MODELS / "lstm")}, "ann": {"repository": str(MODELS / "ann")}},
+        "models": {"lstm": {"repository": str(models / "lstm")}, "ann": {"repository": str(models / "ann")}},
         "tenants": {
             "acme": {"models": ["lstm"]},
             "beta": {"models": ["ann"]},
