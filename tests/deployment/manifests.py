@@ -5,15 +5,14 @@
 - :func:`find_manifest` finds one resource by kind and name; a generated ConfigMap or
   Secret may be asked for by its name without kustomize's hash suffix.
 - :func:`extract_file` returns one key of a ConfigMap or Secret as text (Secret data is
-  base64-decoded), e.g. the server config, mosquitto.conf, the ACL or a password file,
+  base64-decoded), e.g. the server config, mosquitto.conf or the broker's users and ACLs,
   so that tests (and the integration test that boots them against a real Mosquitto)
   use exactly what the cluster would get.
 
     from tests.deployment.manifests import BASE, built_manifests, extract_file
     manifests = built_manifests(BASE)
     server_yaml = extract_file(manifests, "ConfigMap", "inference-config", "server.yaml")
-    acl = extract_file(manifests, "ConfigMap", "mosquitto-config", "acl")
-    passwd = extract_file(manifests, "Secret", "mosquitto-auth", "mosquitto-passwd")
+    users = extract_file(manifests, "Secret", "mosquitto-auth", "dynamic-security.json")
 """
 
 from __future__ import annotations
