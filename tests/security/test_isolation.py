@@ -407,3 +407,36 @@ def test_generated_files_are_private(secured: Secured) -> None:
     assert passwords.stat().st_mode & 0o077 == 0
     text = (secured.out / DYNSEC_FILE).read_text()
     assert all(secret not in text for secret in secured.passwords.values())
+
+
+# --------------------------------------------------------------------------- retained requests
+
+
+def test_retained_requests_what_the_broker_does_and_does_not_enforce(secured: Secured) -> None:
+    """Pins the Mosquitto 2.0.11 facts the worker's handling of retained requests relies on.
+
+    The broker cannot refuse a tenant's retained request: neither the dynamic-security plugin
+    nor the acl_file of 2.0 has a per-user retain right, and `retain_available false` is
+    broker-wide (the workers' status and will are retained). It stores the message, and hands
+    it to every NEW `$share` subscriber (against MQTT 5, which exempts shared subscriptions),
+    unless that subscriber asks for retain handling 2. The worker user may clear it."""
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    shared = "$share/inference/tenants/+/models/+/requests"
+    with secured.probe("acme") as acme:
+        reasons = _puback_reasons(acme)
+        acme.publish("tenants/acme/models/lstm/requests", oip_request("retained-1", WINDOW), retain=True)
+        with secured.probe(WORKER_USER) as plain, secured.probe(WORKER_USER) as careful:
+            plain.subscribe(shared)
+            _, mid = careful.client.subscribe(shared, options=SubscribeOptions(qos=1, retainHandling=2))
+            assert mid is not None
+            careful._wait_ack(careful._subacks, mid, 10, "SUBACK")
+            replayed = plain.wait_for(1, timeout=10)
+            careful.assert_no_messages(within=0.5)
+            plain.publish("tenants/acme/models/lstm/requests", b"", retain=True)  # the worker user clears it
+        with secured.probe(WORKER_USER) as later:
+            later.subscribe(shared)
+            later.assert_no_messages(within=0.5)
+    # 0x10 "no matching subscribers" (no worker runs here) is a success too: stored all the same.
+    assert len(reasons) == 1 and reasons[0] < 0x80, f"accepted, no per-user retain right: {reasons}"
+    assert replayed[0].retain and replayed[0].json()["id"] == "retained-1"
