@@ -3,18 +3,28 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv demo test lint typecheck models bench clean
+.PHONY: venv venv-serving demo test lint typecheck models bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,train]'
+
+# What serving and the demo need: the package and its own dependencies (LiteRT, paho, amqtt, ...).
+$(VENV)/.installed-serving: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
 	touch $@
 
+# Everything else on top: tests, lint, types (the [dev] extra) and training (TensorFlow, [train]).
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,train]'
+	touch $(VENV)/.installed-serving $@
+
+venv-serving: $(VENV)/.installed-serving
 venv: $(VENV)/.installed
 
 ## demo: embedded broker + shipped models + two tenants streaming for ~20 s, then a summary
-demo: venv
+## (installs the serving dependencies only: no TensorFlow)
+demo: venv-serving
 	$(PY) -m examples.demo
 
 ## test: lint, type check, then the whole pytest suite (needs `mosquitto` installed: see .ci/run)
