@@ -345,7 +345,7 @@ class LoadGenerator:
             if not ok:
                 code = "unparsed"
                 with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-                    code = str(orjson.loads(payload)["error"]["code"])
+                    code = str(orjson.loads(payload)["parameters"]["code"])
                 step.error_codes[code] = step.error_codes.get(code, 0) + 1
             step.answers[idx] = (now - step.send_ts[idx], now, ok)
             finished += 1

@@ -36,8 +36,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from client_app.config import ClientBrokerConfig, TenantClientConfig
-from server_app import protocol
-from server_app.mqtt import make_client, set_tcp_nodelay
+from contract import oip, topics, tutorial
+from contract.mqtt_client import make_client, set_tcp_nodelay
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,10 @@ class TenantClient:
             self.request_topic = config.in_queue
             self.reply_topics: tuple[str, ...] = (config.out_queue,)
         else:
-            self.request_topic = protocol.request_topic(config.tenant, config.model)
+            self.request_topic = topics.request_topic(config.tenant, config.model)
             self.reply_topics = (
-                protocol.response_topic(config.tenant, config.model),
-                protocol.errors_topic(config.tenant),
+                topics.response_topic(config.tenant, config.model),
+                topics.errors_topic(config.tenant),
             )
         self._qos = int(config.broker.qos)
         self._lock = threading.Lock()
@@ -322,8 +322,8 @@ class TenantClient:
             norm = self.config.normalization
             assert norm is not None
             row = windows[0]
-            return encode_tutorial(row, norm.offset, norm.scale)
-        return encode_oip(request_id, windows)
+            return tutorial.encode_request(row, norm.offset, norm.scale)
+        return oip.encode_request(request_id, windows, {"sent_at": time.time()})
 
     def submit(self, windows: np.ndarray | Sequence[Sequence[float]], request_id: str | None = None) -> Future[Answer]:
         """Publish one request of windows [b, window]; its answer resolves the returned future."""
@@ -539,12 +539,12 @@ class TenantClient:
                 self.malformed += 1
             return
         raw_id = body.get("id")
-        request_id = str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
+        request_id = raw_id if isinstance(raw_id, str) else None
         error = body.get("error")
         if request_id is None or not request_id.startswith(self._id_prefix):
             with self._lock:
-                if request_id is None and isinstance(error, dict):
-                    self.uncorrelated_errors.append((None, _error_text(error)))
+                if request_id is None and error is not None:
+                    self.uncorrelated_errors.append((None, _error_text(body)))
                     del self.uncorrelated_errors[:-100]
                 elif request_id is None:
                     self.malformed += 1
@@ -569,7 +569,7 @@ class TenantClient:
         with self._lock:
             if not isinstance(body, dict) or not self._pending:
                 if isinstance(body, dict) and "error" in body:
-                    self.uncorrelated_errors.append((None, _error_text(body.get("error"))))
+                    self.uncorrelated_errors.append((None, _error_text(body)))
                     del self.uncorrelated_errors[:-100]
                 elif isinstance(body, dict):
                     self.late += 1
@@ -579,9 +579,8 @@ class TenantClient:
             _, pending = self._pending.popitem(last=False)  # FIFO: the tutorial reply carries no id
         norm = self.config.normalization
         assert norm is not None
-        error = body.get("error")
-        if isinstance(error, dict):
-            answer = _error_answer(pending, received_at, error)
+        if "error" in body:
+            answer = _error_answer(pending, received_at, body)
         else:
             values = [v for v in body.values() if isinstance(v, int | float) and not isinstance(v, bool)]
             if len(body) != 1 or len(values) != 1:
@@ -609,42 +608,29 @@ class _ProtocolRefusedError(Exception):
     pass
 
 
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        return f"{error.get('code', '?')}: {error.get('message', '')}"
-    return str(error)[:200]
+def _error_text(body: dict[str, Any]) -> str:
+    decoded = oip.decode_answer(body)
+    if isinstance(decoded, oip.ErrorAnswer):
+        return f"{decoded.code}: {decoded.message}"[:300]
+    return str(body)[:200]
 
 
-def _error_answer(pending: _Pending, received_at: float, error: dict[str, Any]) -> Answer:
-    code = error.get("code")
-    message = error.get("message")
-    return Answer(
-        pending.id,
-        pending.windows,
-        pending.sent_at,
-        received_at,
-        None,
-        error_code=str(code) if code is not None else "unknown",
-        error_message=str(message) if message is not None else "",
-    )
+def _error_answer(pending: _Pending, received_at: float, body: dict[str, Any]) -> Answer:
+    decoded = oip.decode_answer(body)
+    code, message = (decoded.code, decoded.message) if isinstance(decoded, oip.ErrorAnswer) else ("unknown", "")
+    return Answer(pending.id, pending.windows, pending.sent_at, received_at, None, error_code=code,
+                  error_message=message)
 
 
 def _parse_oip(pending: _Pending, body: dict[str, Any], received_at: float) -> Answer:
-    error = body.get("error")
-    if isinstance(error, dict):
-        return _error_answer(pending, received_at, error)
-    model_name = body.get("model_name")
-    version = body.get("model_version")
-    outputs = body.get("outputs")
-    data = outputs[0].get("data") if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) else None
-    if (
-        not isinstance(data, list)
-        or len(data) != pending.windows
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in data)
-    ):
+    decoded = oip.decode_answer(body)
+    if isinstance(decoded, oip.ErrorAnswer):
+        return Answer(pending.id, pending.windows, pending.sent_at, received_at, None,
+                      error_code=decoded.code, error_message=decoded.message)
+    if len(decoded.values) != pending.windows:
         return Answer(
             pending.id, pending.windows, pending.sent_at, received_at, None,
-            model_name=str(model_name) if model_name is not None else None,
+            model_name=decoded.model_name,
             error_code="bad_response",
             error_message=f"expected outputs[0].data with {pending.windows} numbers",
         )
@@ -653,32 +639,7 @@ def _parse_oip(pending: _Pending, body: dict[str, Any], received_at: float) -> A
         pending.windows,
         pending.sent_at,
         received_at,
-        tuple(float(v) for v in data),
-        model_name=str(model_name) if model_name is not None else None,
-        model_version=str(version) if version is not None else None,
+        decoded.values,
+        model_name=decoded.model_name,
+        model_version=decoded.model_version,
     )
-
-
-def encode_oip(request_id: str, windows: np.ndarray) -> bytes:
-    """Open Inference Protocol request: raw readings [b, window] as shape [b, window, 1]."""
-    batch, length = windows.shape
-    return orjson.dumps(
-        {
-            "id": request_id,
-            "inputs": [
-                {
-                    "name": "window",
-                    "shape": [batch, length, 1],
-                    "datatype": "FP32",
-                    "data": windows.ravel().tolist(),
-                }
-            ],
-            "parameters": {"sent_at": time.time()},
-        }
-    )
-
-
-def encode_tutorial(window: np.ndarray | Sequence[float], offset: float, scale: float) -> bytes:
-    """The tutorial's flat request: ``norm_1`` is the NEWEST reading, ``norm_N`` the oldest."""
-    values = [(float(v) - offset) / scale for v in window]
-    return orjson.dumps({f"norm_{i}": v for i, v in enumerate(reversed(values), start=1)})

@@ -61,7 +61,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from server_app.config import NAME_PATTERN, BrokerConfig
+from contract.settings import BrokerSettings
+from contract.topics import NAME_PATTERN
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -74,8 +75,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ClientBrokerConfig(BrokerConfig):
-    """The server's broker section, with a client's default host (the local broker)."""
+class ClientBrokerConfig(BrokerSettings):
+    """The shared broker settings, with a client's defaults (the local broker, a short session)."""
 
     host: str = Field("127.0.0.1", description="broker host name or address")
     session_expiry_s: int = Field(120, ge=0, description="MQTT 5: session kept across connection losses")

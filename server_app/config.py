@@ -4,62 +4,34 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from contract.settings import BrokerSettings, Strict, TLSConfig
+
+__all__ = ["BrokerConfig", "ServerConfig", "TLSConfig", "load_config", "parse_config"]
+from contract.topics import NAME_PATTERN
 from server_app.errors import ConfigError
-
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-NAME_RE = re.compile(NAME_PATTERN)
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class BrokerConfig(BrokerSettings):
+    """The worker's broker section: the shared settings plus what only a worker has."""
 
-
-class TLSConfig(_Strict):
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure: bool = Field(False, description="skip host name verification (tests only)")
-
-    @model_validator(mode="after")
-    def _cert_and_key_together(self) -> TLSConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("tls.cert_file and tls.key_file must be given together")
-        return self
-
-
-class BrokerConfig(_Strict):
     host: str = Field("embedded", description='"embedded" starts amqtt on 127.0.0.1')
-    port: int = Field(1883, ge=0, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    qos: Literal[0, 1] = 1
     shared_group: Name | None = "inference"
-    protocol: Literal["auto", "3.1.1", "5"] = "auto"
-    keepalive_s: int = Field(30, ge=5)
-    session_expiry_s: int = Field(3600, ge=0, description="persistent session lifetime")
-    tls: TLSConfig | None = None
-    reconnect_min_delay_s: float = Field(0.2, gt=0)
-    reconnect_max_delay_s: float = Field(10.0, gt=0)
     embedded_auth_file: Path | None = Field(
         None, description="embedded broker only: users and ACLs written by `python -m server_app.auth`"
     )
 
     @model_validator(mode="after")
-    def _one_password_source(self) -> BrokerConfig:
-        if self.password is not None and self.password_file is not None:
-            raise ValueError("give broker.password or broker.password_file, not both")
+    def _embedded_auth_needs_embedded(self) -> BrokerConfig:
         if self.embedded_auth_file is not None:
             if not self.embedded:
                 raise ValueError("broker.embedded_auth_file needs broker.host: embedded")
@@ -77,23 +49,13 @@ class BrokerConfig(_Strict):
             return self.protocol
         return "3.1.1" if self.embedded else "5"  # amqtt speaks 3.1.1 only
 
-    def resolve_password(self) -> str | None:
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_file is not None:
-            try:
-                return self.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"broker.password_file: cannot read {self.password_file}: {exc}") from exc
-        return None
 
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     repository: Path
     version: Literal["latest"] | PositiveInt = "latest"
 
 
-class TenantConfig(_Strict):
+class TenantConfig(Strict):
     models: list[Name] = Field(min_length=1)
     versions: dict[Name, PositiveInt] = Field(default_factory=dict)
     rate_limit_per_s: float | None = Field(None, gt=0)
@@ -119,7 +81,7 @@ class TenantConfig(_Strict):
         return self
 
 
-class WorkerConfig(_Strict):
+class WorkerConfig(Strict):
     id: str | None = Field(None, description="default: host name (the pod name on Kubernetes)")
     max_batch: PositiveInt = 64
     max_delay_ms: float = Field(0.0, ge=0, description="wait for a batch to fill; 0: batch what has arrived")
@@ -151,12 +113,12 @@ class WorkerConfig(_Strict):
         return self.id or socket.gethostname()
 
 
-class ReloadConfig(_Strict):
+class ReloadConfig(Strict):
     enabled: bool = True
     poll_interval_s: float = Field(1.0, gt=0)
 
 
-class HealthConfig(_Strict):
+class HealthConfig(Strict):
     host: str = Field("127.0.0.1", description="address to bind; loopback by default (this machine only)")
     host_env: str | None = Field(
         None,
@@ -176,7 +138,7 @@ class HealthConfig(_Strict):
         return data
 
 
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     broker: BrokerConfig = Field(default_factory=lambda: BrokerConfig())
     models: dict[Name, ModelConfig] = Field(min_length=1)
     tenants: dict[Name, TenantConfig] = Field(min_length=1)

@@ -1,4 +1,4 @@
-"""Per-tenant token buckets and redelivery de-duplication: bounded, clock injected for tests."""
+"""Per-tenant token buckets and the memory of answered requests: bounded, clock injected for tests."""
 
 from __future__ import annotations
 
@@ -23,10 +23,17 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
+    @staticmethod
+    def capacity(rate: float | None, burst: int | None) -> float:
+        """The most windows one message may carry under this limit (inf: no limit)."""
+        if rate is None:
+            return float("inf")
+        return float(burst) if burst is not None else max(rate, 1.0)
+
     def allow(self, tenant: str, rate: float | None, burst: int | None, cost: int) -> bool:
         if rate is None:
             return True
-        capacity = float(burst) if burst is not None else max(rate, 1.0)
+        capacity = self.capacity(rate, burst)
         now = self._clock()
         bucket = self._buckets.get(tenant)
         if bucket is None or bucket.rate != rate or bucket.burst != capacity:
@@ -45,37 +52,45 @@ class RateLimiter:
                 del self._buckets[tenant]
 
 
-class Deduplicator:
-    """Remembers (tenant, request id) pairs for `window_s`, at most `max_entries` of them.
+class AnsweredRequests:
+    """(request topic, id) of requests this process answered in the last `window_s` seconds,
+    at most `max_entries` of them.
 
-    With QoS 1 the broker redelivers a request whose acknowledgement it did not see; this
-    keeps such a retransmission from being answered twice by the same worker.
+    Used for one case only: the broker redelivering (MQTT DUP flag) a QoS 1 request whose
+    acknowledgement it did not see, although this process answered it. Any request that is
+    not such a redelivery is answered, whatever its id.
     """
 
     def __init__(self, window_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._window_s = window_s
         self._max_entries = max_entries
         self._clock = clock
-        # Keys are hashes of (tenant, id): a third of the memory of the tuples; a 64-bit
-        # collision inside the window would drop one answer, odds ~ n^2 / 2^65.
-        self._seen: OrderedDict[int, float] = OrderedDict()
+        # Keys are hashes of (topic, id): a third of the memory of the tuples; a 64-bit
+        # collision inside the window would drop one redelivered answer, odds ~ n^2 / 2^65.
+        self._answered: OrderedDict[int, float] = OrderedDict()
 
-    def first_time(self, tenant: str, request_id: str) -> bool:
-        """True the first time a key is seen within the window; records it."""
-        if self._window_s <= 0 or not request_id:
-            return True
+    def configure(self, window_s: float, max_entries: int) -> None:
+        """Apply reloaded settings; entries beyond the new bounds go at the next `remember`."""
+        self._window_s = window_s
+        self._max_entries = max_entries
+
+    def remember(self, topic: str, request_id: str) -> None:
+        if self._window_s <= 0:
+            return
         now = self._clock()
-        seen = self._seen
-        while seen:
-            oldest_at = next(iter(seen.values()))
-            if now - oldest_at <= self._window_s and len(seen) < self._max_entries:
+        answered = self._answered
+        while answered:
+            oldest_at = next(iter(answered.values()))
+            if now - oldest_at <= self._window_s and len(answered) < self._max_entries:
                 break
-            seen.popitem(last=False)
-        key = hash((tenant, request_id))
-        if key in seen:
-            return False
-        seen[key] = now
-        return True
+            answered.popitem(last=False)
+        key = hash((topic, request_id))
+        answered[key] = now
+        answered.move_to_end(key)
+
+    def answered(self, topic: str, request_id: str) -> bool:
+        at = self._answered.get(hash((topic, request_id)))
+        return at is not None and self._clock() - at <= self._window_s
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._answered)

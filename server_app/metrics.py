@@ -21,7 +21,16 @@ class Metrics:
             "inference_dropped_messages", "Messages that could not be tied to any tenant", registry=self.registry
         )
         self.duplicates = Counter(
-            "inference_duplicate_requests", "Redelivered requests answered before", registry=self.registry
+            "inference_duplicate_requests",
+            "Broker redeliveries (DUP) of requests this process already answered: acknowledged, not answered again",
+            registry=self.registry,
+        )
+        self.retained = Counter(
+            "inference_retained_requests", "Retained messages on request topics, refused", registry=self.registry
+        )
+        self.answers_refused = Counter(
+            "inference_answers_refused", "Answers the broker refused (MQTT 5 PUBACK reason >= 0x80), by reason",
+            ["reason"], registry=self.registry,
         )
         self.batch_messages = Histogram(
             "inference_batch_messages", "Messages per micro-batch",

@@ -7,25 +7,27 @@ acknowledged request: the broker redelivers whatever was not acknowledged.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from contract.mqtt_client import connect_properties, make_client, set_tcp_nodelay
 from server_app.config import BrokerConfig
 
 log = logging.getLogger(__name__)
+
+
+# W3C Trace Context for MQTT: user properties copied from a request onto its answer.
+TRACE_PROPERTIES = frozenset({"traceparent", "tracestate"})
 
 
 @dataclass(slots=True)
@@ -37,54 +39,15 @@ class InboundMessage:
     response_topic: str | None
     correlation_data: bytes | None
     received_at: float
+    dup: bool = False  # a redelivery by the broker (MQTT DUP flag)
+    retain: bool = False  # a retained message, delivered because we subscribed
+    trace: tuple[tuple[str, str], ...] = ()
 
 
-def set_tcp_nodelay(client: paho.Client) -> None:
-    """Nagle plus delayed ACK turns sub-millisecond QoS 1 round trips into ~40 ms stalls."""
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):  # e.g. a socket closed meanwhile
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def make_client(
-    broker: BrokerConfig, client_id: str, *, manual_ack: bool = False, persistent: bool = True
-) -> paho.Client:
-    """A paho client configured from BrokerConfig (protocol, credentials, TLS, backoff)."""
-    v5 = broker.mqtt_version == "5"
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-        clean_session=None if v5 else not persistent,
-        manual_ack=manual_ack,
-    )
-    password = broker.resolve_password()
-    if broker.username is not None:
-        client.username_pw_set(broker.username, password)
-    if broker.tls is not None:
-        client.tls_set(
-            ca_certs=str(broker.tls.ca_file),
-            certfile=str(broker.tls.cert_file) if broker.tls.cert_file else None,
-            keyfile=str(broker.tls.key_file) if broker.tls.key_file else None,
-        )
-        client.tls_insecure_set(broker.tls.insecure)
-    # paho's hints say int, but it computes with floats: sub-second first retries shorten the
-    # window in which a restarted broker has no subscriber for our shared subscription.
-    client.reconnect_delay_set(
-        min_delay=cast(int, broker.reconnect_min_delay_s), max_delay=cast(int, broker.reconnect_max_delay_s)
-    )
-    return client
-
-
-def connect_properties(broker: BrokerConfig, persistent: bool, receive_maximum: int) -> Properties | None:
-    if broker.mqtt_version != "5":
-        return None
-    properties = Properties(PacketTypes.CONNECT)
-    if persistent:
-        properties.SessionExpiryInterval = broker.session_expiry_s
-    properties.ReceiveMaximum = min(receive_maximum, 65535)
-    return properties
+@dataclass(slots=True)
+class _PendingAnswer:
+    request: InboundMessage
+    topic: str
 
 
 class MqttTransport:
@@ -107,8 +70,13 @@ class MqttTransport:
         will_topic: str | None = None,
         will_payload: bytes | None = None,
         on_subscribed: Callable[[], None] = lambda: None,
+        on_refused: Callable[[InboundMessage, str, str], None] = lambda request, topic, reason: None,
     ) -> None:
+        """`on_refused(request, answer_topic, reason)`: the broker refused an answer (MQTT 5
+        PUBACK reason >= 0x80); the request is acknowledged only once that callback has
+        published something else for it (or acknowledged it)."""
         self._broker = broker
+        self._on_refused = on_refused
         self._on_overflow = on_overflow
         self._on_subscribed = on_subscribed
         self._qos = broker.qos
@@ -129,7 +97,7 @@ class MqttTransport:
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
         self._filters: list[str] = []
-        self._pending_acks: dict[int, int] = {}  # answer mid -> request mid
+        self._pending_acks: dict[int, _PendingAnswer] = {}  # answer mid -> its request
         self._next_attempt = 0.0
         self._backoff = broker.reconnect_min_delay_s
         self._started = False
@@ -216,9 +184,18 @@ class MqttTransport:
         if not self.connected.is_set():
             return
         if new - old:
-            self._client.subscribe([(f, int(self._qos)) for f in sorted(new - old)])
+            self._subscribe(sorted(new - old))
         if old - new:
             self._client.unsubscribe(sorted(old - new))
+
+    def _subscribe(self, filters: list[str]) -> None:
+        """MQTT 5: no retained messages at subscribe time (retain handling 2), and the retain flag
+        as published (a live request published with retain is recognised and refused)."""
+        if self._v5:
+            options = SubscribeOptions(qos=int(self._qos), retainHandling=2, retainAsPublished=True)
+            self._client.subscribe([(f, options) for f in filters])
+        else:
+            self._client.subscribe([(f, int(self._qos)) for f in filters])
 
     # -- publishing ----------------------------------------------------------------------
     def publish(
@@ -227,23 +204,38 @@ class MqttTransport:
         payload: bytes,
         *,
         ack: InboundMessage | None = None,
-        correlation_data: bytes | None = None,
+        content_type: str | None = None,
         retain: bool = False,
     ) -> None:
-        """Publish an answer; acknowledge `ack` once the broker has accepted the answer."""
+        """Publish; with `ack`, this is the answer to that request: its correlation data and
+        trace context go along (MQTT 5), and it is acknowledged once the broker accepted this."""
         properties = None
-        if correlation_data is not None and self._v5:
+        if self._v5 and (content_type is not None or (ack is not None and (ack.correlation_data or ack.trace))):
             properties = Properties(PacketTypes.PUBLISH)
-            properties.CorrelationData = correlation_data
+            if content_type is not None:
+                properties.ContentType = content_type
+            if ack is not None:
+                if ack.correlation_data is not None:
+                    properties.CorrelationData = ack.correlation_data
+                if ack.trace:
+                    properties.UserProperty = list(ack.trace)
         info = self._client.publish(topic, payload, qos=self._qos, retain=retain, properties=properties)
         # MQTT_ERR_NO_CONN: paho keeps the message and sends it after reconnecting.
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             log.error("publish to %s failed: %s", topic, paho.error_string(info.rc))
         if ack is not None and ack.qos > 0:
             if self._qos > 0:
-                self._pending_acks[info.mid] = ack.mid  # acked in _on_publish
+                self._pending_acks[info.mid] = _PendingAnswer(ack, topic)  # acked in _on_publish
             else:
                 self._client.ack(ack.mid, ack.qos)
+
+    def clear_retained(self, topic: str) -> None:
+        """Delete the broker's retained message on `topic` (an empty retained publish), so that
+        a retained request is neither kept in the broker's memory nor replayed to new workers.
+        MQTT 5 only: there the deletion comes back flagged retained (retain as published) and is
+        recognised; an MQTT 3.1.1 subscriber would get it as an empty request."""
+        if self._v5:
+            self._client.publish(topic, b"", qos=self._qos, retain=True)
 
     def acknowledge(self, message: InboundMessage) -> None:
         """Acknowledge a request that needs no answer (a de-duplicated retransmission)."""
@@ -267,7 +259,7 @@ class MqttTransport:
         log.info("connected to %s:%d as %s (session present: %s)", self._broker.host, self._broker.port,
                  self.client_id, flags.session_present)
         if self._filters:
-            client.subscribe([(f, int(self._qos)) for f in self._filters])
+            self._subscribe(self._filters)
 
     def _on_disconnect(
         self,
@@ -305,12 +297,16 @@ class MqttTransport:
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         try:
             response_topic = correlation = None
+            trace: tuple[tuple[str, str], ...] = ()
             if self._v5 and message.properties is not None:
                 response_topic = getattr(message.properties, "ResponseTopic", None)
                 correlation = getattr(message.properties, "CorrelationData", None)
+                user = getattr(message.properties, "UserProperty", None)
+                if user:
+                    trace = tuple((k, v) for k, v in user if k in TRACE_PROPERTIES)[:4]
             inbound = InboundMessage(
                 message.topic, bytes(message.payload), message.mid, message.qos, response_topic, correlation,
-                time.monotonic(),
+                time.monotonic(), bool(message.dup), bool(message.retain), trace,
             )
             if len(self._received) < self._buffer_size:
                 self._received.append(inbound)
@@ -327,6 +323,14 @@ class MqttTransport:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        request_mid = self._pending_acks.pop(mid, None)
-        if request_mid is not None:
-            client.ack(request_mid, 1)
+        pending = self._pending_acks.pop(mid, None)
+        if pending is None:
+            return
+        if reason_code.is_failure:
+            try:
+                self._on_refused(pending.request, pending.topic, reason_code.getName())
+            except Exception:
+                log.exception("on_refused callback failed; acknowledging the request")
+                client.ack(pending.request.mid, 1)
+            return
+        client.ack(pending.request.mid, 1)

@@ -6,11 +6,12 @@ Requests of one batch are grouped by model version; each group is one batched in
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from server_app.errors import InternalError, InvalidWindow, RateLimited, ServiceError
+from contract.errors import InternalError, InvalidWindow, RateLimited, RequestError, TooLarge
 from server_app.limits import RateLimiter
 from server_app.runtime import LoadedModel
 from server_app.state import ServingState
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 class Request:
     tenant: str
     model: str
-    id: str
+    id: str | None
     windows: np.ndarray  # [n, window_length, features] float32
     normalized: bool
 
@@ -32,9 +33,10 @@ class Prediction:
     model_name: str
     model_version: int
     forecasts: np.ndarray  # [n, outputs]; raw units unless the request was normalised
+    compute_s: float  # the batched invoke this prediction was part of (normalise to denormalise)
 
 
-Outcome = Prediction | ServiceError
+Outcome = Prediction | RequestError
 
 
 class InferenceService:
@@ -47,13 +49,20 @@ class InferenceService:
         _, got_length, got_features = request.windows.shape
         if got_length != length or got_features != features:
             raise InvalidWindow(
-                f"window must have {length} steps of {features} feature(s), got {got_length} of {got_features}",
-                request.id,
+                f"window must have {length} steps of {features} feature(s), got {got_length} of {got_features}"
             )
         tenant = state.config.tenants[request.tenant]
-        if not self._limiter.allow(request.tenant, tenant.rate_limit_per_s, tenant.burst, request.windows.shape[0]):
+        cost = request.windows.shape[0]
+        capacity = self._limiter.capacity(tenant.rate_limit_per_s, tenant.burst)
+        if cost > capacity:
+            # Waiting would never help: say so instead of inviting a retry that cannot pass.
+            raise TooLarge(
+                f"{cost} windows in one message exceed tenant {request.tenant!r}'s burst of {capacity:g} windows; "
+                "send at most that many per message"
+            )
+        if not self._limiter.allow(request.tenant, tenant.rate_limit_per_s, tenant.burst, cost):
             raise RateLimited(
-                f"tenant {request.tenant!r} exceeds its rate limit of {tenant.rate_limit_per_s:g} windows/s", request.id
+                f"tenant {request.tenant!r} exceeds its rate limit of {tenant.rate_limit_per_s:g} windows/s"
             )
         return model
 
@@ -63,8 +72,7 @@ class InferenceService:
         for index, request in enumerate(requests):
             try:
                 model = self._admit(state, request)
-            except ServiceError as exc:
-                exc.request_id = request.id
+            except RequestError as exc:
                 outcomes[index] = exc
                 continue
             groups.setdefault(id(model), (model, []))[1].append(index)
@@ -73,6 +81,7 @@ class InferenceService:
             # Normalise and denormalise once per group (the common case: every request raw).
             all_raw = not any(requests[i].normalized for i in indexes)
             windows = [requests[i].windows for i in indexes]
+            started = time.perf_counter()
             try:
                 batch = windows[0] if len(windows) == 1 else np.concatenate(windows)
                 if all_raw:
@@ -86,8 +95,9 @@ class InferenceService:
             except Exception as exc:  # a failing invoke answers its group, never kills the worker
                 log.exception("invoke failed for %s/%d", model.name, model.version)
                 for i in indexes:
-                    outcomes[i] = InternalError(f"inference failed: {type(exc).__name__}", requests[i].id)
+                    outcomes[i] = InternalError(f"inference failed: {type(exc).__name__}")
                 continue
+            compute_s = time.perf_counter() - started
             start = 0
             for i in indexes:
                 count = requests[i].windows.shape[0]
@@ -95,7 +105,7 @@ class InferenceService:
                 start += count
                 if not all_raw and not requests[i].normalized:
                     part = model.denormalize(part)
-                outcomes[i] = Prediction(model.name, model.version, part)
+                outcomes[i] = Prediction(model.name, model.version, part, compute_s)
         return [outcome if outcome is not None else InternalError("no outcome") for outcome in outcomes]
 
     def forget_tenants_except(self, tenants: set[str]) -> None:

@@ -11,8 +11,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract.errors import ModelNotAllowed, UnknownModel, UnknownTenant
 from server_app.config import ServerConfig
-from server_app.errors import ModelLoadError, ModelNotAllowed, UnknownModel, UnknownTenant
+from server_app.errors import ModelLoadError
 from server_app.repository import VersionFolder, list_versions
 from server_app.runtime import LoadedModel, load_model_version
 

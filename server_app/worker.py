@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Protocol
 
 import orjson
-from paho.mqtt.client import topic_matches_sub
 
-from server_app import protocol
+from contract import topics
+from contract.codecs import OIP, TUTORIAL, Codec
+from contract.errors import AnswerRefused, InternalError, InvalidRequest, Overloaded, RequestError, RetainedRequest
+from contract.oip import peek_id
+from server_app.client_ids import worker_client_id
 from server_app.config import BrokerConfig, ServerConfig
-from server_app.errors import InternalError, InvalidRequest, Overloaded, ServiceError, TooLarge, error_code
 from server_app.health import HealthServer
-from server_app.limits import Deduplicator
+from server_app.limits import AnsweredRequests
 from server_app.metrics import Metrics
 from server_app.mqtt import InboundMessage, MqttTransport
 from server_app.reload import Reloader
@@ -43,32 +45,26 @@ class Reply:
     tenant: str
     model: str | None
     topic: str
-    tutorial: bool
+    codec: Codec
 
 
 def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
     """Tenant, model and answer topic of a message, from its topic alone (never the payload)."""
-    parsed = protocol.parse_request_topic(message.topic)
+    parsed = topics.parse_request_topic(message.topic)
     if parsed is not None:
-        topic = protocol.response_topic(parsed.tenant, parsed.model)
         wanted = message.response_topic
-        # A v5 response topic is honoured only inside the tenant's own namespace, and never
-        # onto a request topic (the answer would come back to the workers as a new request).
-        if (
-            wanted
-            and wanted.startswith(f"tenants/{parsed.tenant}/")
-            and "+" not in wanted
-            and "#" not in wanted
-            and not topic_matches_sub(protocol.REQUEST_FILTER, wanted)
-        ):
+        # A v5 response topic is honoured only inside the tenant's own namespace.
+        if wanted and topics.answer_topic_allowed(parsed.tenant, wanted):
             topic = wanted
-        return Reply(parsed.tenant, parsed.model, topic, tutorial=False)
+        else:
+            topic = topics.response_topic(parsed.tenant, parsed.model)
+        return Reply(parsed.tenant, parsed.model, topic, OIP)
     for name, tenant in state.config.tenants.items():
         if tenant.format == "tutorial" and tenant.in_queue == message.topic and tenant.out_queue is not None:
-            return Reply(name, tenant.models[0], tenant.out_queue, tutorial=True)
-    owner = protocol.tenant_of_topic(message.topic)
+            return Reply(name, tenant.models[0], tenant.out_queue, TUTORIAL)
+    owner = topics.tenant_of_topic(message.topic)
     if owner is not None:
-        return Reply(owner, None, protocol.errors_topic(owner), tutorial=False)
+        return Reply(owner, None, topics.errors_topic(owner), OIP)
     return None
 
 
@@ -103,9 +99,9 @@ def collect_batch(
 
 
 def subscriptions(config: ServerConfig, group: str | None) -> list[str]:
-    filters = [protocol.subscription_filter(protocol.REQUEST_FILTER, group)]
+    filters = [topics.subscription_filter(topics.REQUEST_FILTER, group)]
     filters += sorted(
-        protocol.subscription_filter(t.in_queue, group)
+        topics.subscription_filter(t.in_queue, group)
         for t in config.tenants.values()
         if t.format == "tutorial" and t.in_queue
     )
@@ -134,21 +130,22 @@ class Worker:
         self._pending_state: ServingState | None = None
         self._state: ServingState | None = None
         self._service = InferenceService()
-        self._dedup = Deduplicator(config.worker.dedup_window_s, config.worker.dedup_max_entries)
+        self._answered = AnsweredRequests(config.worker.dedup_window_s, config.worker.dedup_max_entries)
         self._heartbeat = time.monotonic()
         self._status_wanted = False  # set by other threads; the serving thread publishes
         self._settled: set[int] = set()
-        self._status_topic = protocol.status_topic(self.worker_id)
+        self._status_topic = topics.status_topic(self.worker_id)
         self._reloader = Reloader(config, config_path, self._hand_over, self._on_reload_result)
         self.transport = MqttTransport(
             self._broker,
-            self.worker_id,
+            worker_client_id(self._broker, self.worker_id),  # secret: no tenant can take the session over
             self._on_overflow,
             buffer_size=config.worker.queue_size,
             receive_maximum=config.worker.receive_maximum,
             will_topic=self._status_topic,
             will_payload=orjson.dumps({"worker": self.worker_id, "state": "offline"}),
             on_subscribed=lambda: self.publish_status("serving"),
+            on_refused=self._on_answer_refused,
         )
         self._health: HealthServer | None = None
         self._threads: list[threading.Thread] = []
@@ -306,39 +303,44 @@ class Worker:
             transport.close()
 
     def handle_batch(self, batch: list[InboundMessage]) -> None:
+        """Decode every message, admit and predict in the data plane, answer each exactly once."""
         self._settled.clear()  # ids of this batch's messages already answered or acknowledged
         state = self._current_state()
         limits = state.config.worker
+        started = time.monotonic()
         requests: list[Request] = []
         owners: list[tuple[InboundMessage, Reply]] = []
         for message in batch:
             reply = resolve_reply(state, message)
             if reply is None:
                 self.metrics.dropped.inc()
-                self.transport.acknowledge(message)
-                self._settled.add(id(message))
+                self._acknowledge(message)
                 continue
             try:
-                if len(message.payload) > limits.max_message_bytes:
-                    raise TooLarge(f"message of {len(message.payload)} bytes, the limit is {limits.max_message_bytes}")
                 if reply.model is None:
                     raise InvalidRequest(
                         f"no service on {message.topic[:200]!r}: requests go to "
-                        "tenants/<tenant>/models/<model>/requests, names matching [a-z0-9][a-z0-9_-]{0,62}"
+                        "tenants/<tenant>/models/<model>/requests, names matching [a-z0-9][a-z0-9_-]{0,62}",
+                        peek_id(message.payload),
                     )
-                if reply.tutorial:
-                    decoded = protocol.decode_tutorial_request(message.payload)
-                else:
-                    decoded = protocol.decode_request(message.payload, limits.max_windows_per_message)
-            except ServiceError as exc:
-                if exc.request_id is None:
-                    exc.request_id = protocol.peek_request_id(message.payload)
-                self._answer(message, reply, exc)
+                if message.retain:
+                    if not message.payload:  # the broker's retained copy cleared (by us): not a request
+                        self._acknowledge(message)
+                        continue
+                    self.metrics.retained.inc()
+                    self.transport.clear_retained(message.topic)
+                    raise RetainedRequest(
+                        "a retained message on a request topic is never served: publish requests without retain",
+                        peek_id(message.payload),
+                    )
+                decoded = reply.codec.decode(
+                    message.payload, max_bytes=limits.max_message_bytes, max_windows=limits.max_windows_per_message
+                )
+            except RequestError as exc:
+                if not self._redelivered(message, exc.request_id):
+                    self._answer(message, reply, exc.request_id, exc, started)
                 continue
-            if not self._dedup.first_time(reply.tenant, decoded.id):
-                self.metrics.duplicates.inc()
-                self.transport.acknowledge(message)
-                self._settled.add(id(message))
+            if self._redelivered(message, decoded.id):
                 continue
             requests.append(Request(reply.tenant, reply.model, decoded.id, decoded.windows, decoded.normalized))
             owners.append((message, reply))
@@ -346,7 +348,20 @@ class Worker:
             self.metrics.batch_messages.observe(len(requests))
             outcomes = self._service.predict(state, requests)
             for (message, reply), request, outcome in zip(owners, requests, outcomes, strict=True):
-                self._answer(message, reply, outcome, request.id)
+                self._answer(message, reply, request.id, outcome, started)
+
+    def _redelivered(self, message: InboundMessage, request_id: str | None) -> bool:
+        """A broker redelivery (DUP) of a request this process already answered: acknowledge
+        it without a second answer. The only request that gets no answer of its own."""
+        if not message.dup or request_id is None or not self._answered.answered(message.topic, request_id):
+            return False
+        self.metrics.duplicates.inc()
+        self._acknowledge(message)
+        return True
+
+    def _acknowledge(self, message: InboundMessage) -> None:
+        self.transport.acknowledge(message)
+        self._settled.add(id(message))
 
     def _answer_leftovers(self, batch: list[InboundMessage]) -> None:
         """After an unexpected failure: every message of the batch not yet settled gets `internal`."""
@@ -359,34 +374,38 @@ class Worker:
                 if reply is None:
                     self.transport.acknowledge(message)
                 else:
-                    error = InternalError("the worker failed on this batch", protocol.peek_request_id(message.payload))
-                    self._answer(message, reply, error)
+                    error = InternalError("the worker failed on this batch")
+                    self._answer(message, reply, peek_id(message.payload), error)
             except Exception:
                 log.exception("could not answer a message of the failed batch")
                 self.transport.acknowledge(message)
 
-    def _answer(self, message: InboundMessage, reply: Reply, outcome: Outcome, request_id: str | None = None) -> None:
+    def _answer(
+        self,
+        message: InboundMessage,
+        reply: Reply,
+        request_id: str | None,
+        outcome: Outcome,
+        started: float | None = None,
+    ) -> None:
         if isinstance(outcome, Prediction):
-            assert request_id is not None
-            if reply.tutorial:
-                payload = protocol.encode_tutorial_response(outcome.model_name, float(outcome.forecasts[0, 0]))
-            else:
-                payload = protocol.encode_response(
-                    request_id,
-                    outcome.model_name,
-                    outcome.model_version,
-                    outcome.forecasts,
-                    reply.tenant,
-                    time.time(),
-                    self.worker_id,
-                )
+            parameters: dict[str, object] = {"tenant": reply.tenant, "served_at": time.time(), "worker": self.worker_id}
+            if started is not None:
+                # Where the latency went, for clients: waiting in this worker, then in the model.
+                parameters["queue_ms"] = round((started - message.received_at) * 1000.0, 3)
+                parameters["compute_ms"] = round(outcome.compute_s * 1000.0, 3)
+            payload = reply.codec.encode_prediction(
+                request_id, outcome.model_name, outcome.model_version, outcome.forecasts, parameters
+            )
             code = "ok"
             self.metrics.count_windows(outcome.model_name, outcome.model_version, outcome.forecasts.shape[0])
         else:
-            code = error_code(outcome)
-            payload = protocol.encode_error(outcome.request_id or request_id, code, outcome.message)
-        self.transport.publish(reply.topic, payload, ack=message, correlation_data=message.correlation_data)
+            code = outcome.code
+            payload = reply.codec.encode_error(request_id, outcome)
+        self.transport.publish(reply.topic, payload, ack=message, content_type=reply.codec.content_type)
         self._settled.add(id(message))
+        if request_id is not None and message.qos > 0:
+            self._answered.remember(message.topic, request_id)
         # Label only configured names: names in topics are chosen by clients, and every new
         # label value would be a new time series (unbounded memory here and in Prometheus).
         state = self._state
@@ -394,6 +413,20 @@ class Worker:
         model = reply.model if state is not None and reply.model in state.config.models else UNKNOWN_LABEL
         self.metrics.count_answer(tenant, model, code)
         self.metrics.latency.observe(time.monotonic() - message.received_at)
+
+    def _on_answer_refused(self, request: InboundMessage, topic: str, reason: str) -> None:
+        """The broker refused an answer (MQTT 5 only): count it, and tell the tenant on its
+        errors topic where that is not the topic just refused. Inside poll, serving thread."""
+        self.metrics.answers_refused.labels(reason=reason).inc()
+        state = self._state
+        reply = resolve_reply(state, request) if state is not None else None
+        log.warning("broker refused the answer on %r (%s)", topic[:200], reason)
+        if reply is None or topic == topics.errors_topic(reply.tenant):
+            self.transport.acknowledge(request)
+            return
+        error = AnswerRefused(f"the broker refused the answer on {topic[:200]!r}: {reason}")
+        fallback = Reply(reply.tenant, reply.model, topics.errors_topic(reply.tenant), reply.codec)
+        self._answer(request, fallback, peek_id(request.payload), error)
 
     def _on_overflow(self, message: InboundMessage) -> None:
         """Buffer full (called inside poll, on the serving thread): answer `overloaded` at once."""
@@ -403,8 +436,5 @@ class Worker:
             self.metrics.dropped.inc()
             self.transport.acknowledge(message)
             return
-        error = Overloaded(
-            f"worker {self.worker_id} has {self.config.worker.queue_size} requests queued; retry later",
-            protocol.peek_request_id(message.payload),
-        )
-        self._answer(message, reply, error)
+        error = Overloaded(f"worker {self.worker_id} has {self.config.worker.queue_size} requests queued; retry later")
+        self._answer(message, reply, peek_id(message.payload), error)

@@ -154,7 +154,7 @@ class EchoResponder:
             action = self.rule(f"tutorial-{seq}", seq)
             reply: dict[str, Any] = {"LSTM": body["norm_1"]}
             if isinstance(action, tuple) and action[0] == "error":
-                reply = {"id": None, "error": {"code": action[1], "message": "test error"}}
+                reply = {"error": "test error", "parameters": {"code": action[1]}}
             if action != "drop":
                 self.client.publish(self.tutorial_out or "", orjson.dumps(reply), qos=1)
             return
@@ -169,7 +169,7 @@ class EchoResponder:
             return
         out_topic = f"tenants/{tenant}/models/{model}/responses"
         if isinstance(action, tuple) and action[0] == "error":
-            answer = {"id": request_id, "error": {"code": action[1], "message": f"test error {action[1]}"}}
+            answer = {"id": request_id, "error": f"test error {action[1]}", "parameters": {"code": action[1]}}
         else:
             tensor = body["inputs"][0]
             batch, length, _ = tensor["shape"]

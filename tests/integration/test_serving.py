@@ -95,9 +95,11 @@ BAD_INPUTS: list[tuple[str, bytes, str, str]] = [
     ("models/lstm/requests", b"not json at all", "bad_json", "responses"),
     ("models/lstm/requests", b"\xff\xfe\xfd", "bad_json", "responses"),
     ("models/lstm/requests", oip_request("short", np.ones((1, 5, 1), np.float32)), "invalid_window", "responses"),
-    ("models/lstm/requests", b'{"id":"str","inputs":[{"shape":[1,6,1],"data":["a",1,1,1,1,1]}]}',
+    ("models/lstm/requests",
+     b'{"id":"str","inputs":[{"name":"w","datatype":"FP32","shape":[1,6,1],"data":["a",1,1,1,1,1]}]}',
      "invalid_window", "responses"),
-    ("models/lstm/requests", b'{"id":"nan","inputs":[{"shape":[1,6,1],"data":[1e39,1,1,1,1,1]}]}',
+    ("models/lstm/requests",
+     b'{"id":"nan","inputs":[{"name":"w","datatype":"FP32","shape":[1,6,1],"data":[1e39,1,1,1,1,1]}]}',
      "invalid_window", "responses"),
     ("models/gru/requests", oip_request("unknown", np.ones((1, 6, 1), np.float32)), "unknown_model", "responses"),
     ("models/ann/requests", oip_request("notallowed", np.ones((1, 6, 1), np.float32)), "model_not_allowed",
@@ -121,10 +123,10 @@ def test_bad_input_gets_structured_errors_and_others_are_served(broker: BrokerHa
         errors = observer.wait_for(lambda m: m.topic.startswith("tenants/mallory/"), count=len(BAD_INPUTS))
         goods = observer.wait_for(lambda m: m.topic.startswith("tenants/acme/"), count=len(BAD_INPUTS))
         assert worker.alive()[0] and worker.ready()[0]
-    got = sorted((m.json()["error"]["code"], m.topic.rsplit("/", 1)[-1]) for m in errors)
+    got = sorted((m.json()["parameters"]["code"], m.topic.rsplit("/", 1)[-1]) for m in errors)
     assert got == sorted((code, where) for _, _, code, where in BAD_INPUTS)
     for message in errors:
-        assert message.json()["error"]["message"]
+        assert message.json()["error"]
     assert sorted(m.json()["id"] for m in goods) == sorted(f"good-{i}" for i in range(len(BAD_INPUTS)))
     assert all("error" not in m.json() for m in goods)
 
@@ -147,7 +149,7 @@ def test_an_unexpected_failure_still_answers_every_request(
             probe.publish("tenants/acme/models/lstm/requests", oip_request(f"boom-{i}", windows_from_sample(1)))
         answers = [m.json() for m in probe.wait_for(5, timeout=10)]
         assert sorted(a["id"] for a in answers) == [f"boom-{i}" for i in range(5)]
-        assert {a["error"]["code"] for a in answers} == {"internal"}
+        assert {a["parameters"]["code"] for a in answers} == {"internal"}
         monkeypatch.setattr(worker._service, "predict", original)
         probe.clear()
         probe.publish("tenants/acme/models/lstm/requests", oip_request("after", windows_from_sample(1)))

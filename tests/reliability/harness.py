@@ -202,8 +202,9 @@ class Answer:
 
     @property
     def code(self) -> str:
-        error = self.body.get("error")
-        return str(error.get("code")) if isinstance(error, dict) else "ok"
+        if "error" not in self.body:
+            return "ok"
+        return str(self.body.get("parameters", {}).get("code"))
 
 
 @dataclass

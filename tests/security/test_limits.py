@@ -27,7 +27,7 @@ def _config(mosquitto: MosquittoBroker, repository: Path, **kwargs: Any) -> dict
 
 
 def _codes(messages: list[Any]) -> Counter[str]:
-    return Counter(m.json()["error"]["code"] if "error" in m.json() else "ok" for m in messages)
+    return Counter(m.json()["parameters"]["code"] if "error" in m.json() else "ok" for m in messages)
 
 
 # --------------------------------------------------------------------------- rate limits
@@ -97,11 +97,11 @@ def test_message_size_and_windows_limits_answer_too_large(mosquitto: MosquittoBr
             probe.publish("tenants/acme/models/lstm/requests", payload)
         answers = {m.json()["id"]: m.json() for m in probe.wait_for(len(cases), timeout=15)}
         assert worker.alive()[0]
-    got = {request_id: ("error" in body and body["error"]["code"]) or "ok" for request_id, body in answers.items()}
+    got = {request_id: ("error" in body and body["parameters"]["code"]) or "ok" for request_id, body in answers.items()}
     assert got == {request_id: code for request_id, (_, code) in cases.items()}
     assert answers["windows-at-limit"]["outputs"][0]["shape"] == [max_windows, 1]
-    assert "4097 bytes" in answers["bytes-over-limit"]["error"]["message"]
-    assert "9 windows" in answers["windows-over-limit"]["error"]["message"]
+    assert "4097 bytes" in answers["bytes-over-limit"]["error"]
+    assert "9 windows" in answers["windows-over-limit"]["error"]
 
 
 # --------------------------------------------------------------------------- regressions (bugs found here, fixed)
@@ -126,7 +126,7 @@ def test_non_numbers_in_data_are_invalid_window(mosquitto: MosquittoBroker, repo
         probe.subscribe("tenants/acme/models/lstm/responses")
         probe.publish("tenants/acme/models/lstm/requests", payload)
         body = probe.wait_for(1, timeout=10)[0].json()
-    assert body.get("error", {}).get("code") == "invalid_window", body
+    assert body.get("parameters", {}).get("code") == "invalid_window", body
 
 
 @pytest.mark.parametrize(

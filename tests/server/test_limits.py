@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server_app.limits import Deduplicator, RateLimiter
+from server_app.limits import AnsweredRequests, RateLimiter
 
 
 class Clock:
@@ -33,15 +33,26 @@ def test_cost_counts_windows_and_burst_caps() -> None:
     assert not limiter.allow("a", rate=100, burst=50, cost=51)
 
 
-def test_dedup_window_and_bound() -> None:
+def test_answered_requests_window_and_bound() -> None:
     clock = Clock()
-    dedup = Deduplicator(window_s=10, max_entries=3, clock=clock)
-    assert dedup.first_time("a", "1")
-    assert not dedup.first_time("a", "1")
-    assert dedup.first_time("b", "1")  # keyed by tenant too
+    answered = AnsweredRequests(window_s=10, max_entries=3, clock=clock)
+    assert not answered.answered("t/a", "1")
+    answered.remember("t/a", "1")
+    assert answered.answered("t/a", "1")
+    assert not answered.answered("t/b", "1")  # keyed by request topic (tenant and model) too
     clock.now = 11
-    assert dedup.first_time("a", "1")  # expired
+    assert not answered.answered("t/a", "1")  # expired
     for i in range(10):
-        dedup.first_time("a", f"x{i}")
-    assert len(dedup) <= 3
-    assert Deduplicator(0, 10).first_time("a", "1") and Deduplicator(0, 10).first_time("a", "1")
+        answered.remember("t/a", f"x{i}")
+    assert len(answered) <= 3
+    assert answered.answered("t/a", "x9") and not answered.answered("t/a", "x0")
+    off = AnsweredRequests(0, 10)
+    off.remember("t/a", "1")
+    assert not off.answered("t/a", "1")
+
+
+def test_capacity_is_the_largest_message_a_limit_admits() -> None:
+    assert RateLimiter.capacity(None, None) == float("inf")
+    assert RateLimiter.capacity(100, None) == 100
+    assert RateLimiter.capacity(0.5, None) == 1
+    assert RateLimiter.capacity(100, 50) == 50

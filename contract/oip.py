@@ -1,0 +1,283 @@
+"""Open Inference Protocol (KServe / Triton v2 REST) payloads, both directions.
+
+The rules, strict or lenient, are in the README's protocol section and pinned by the tables
+in tests/contract/test_oip_rules.py. In short: what the specification allows is accepted
+(no `id`, nested `data`, integer and FP16/FP64 datatypes, shape `[n, window_length]` for
+one feature), what it forbids is refused (inputs without `name`, `datatype` or `shape`,
+a non-string `id`), and every answer validates against the specification's schemas.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from contract.errors import BadJson, InvalidRequest, InvalidWindow, RequestError, TooLarge
+
+CONTENT_TYPE = "application/json"
+MAX_ID_LENGTH = 256
+MAX_WINDOW_LENGTH = 4096
+MAX_FEATURES = 256
+OUTPUT_NAME = "forecast"
+
+# Datatypes a request may use; every one is converted to the float32 the models take.
+FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
+INTEGER_RANGES: dict[str, tuple[int, int]] = {
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+}
+_NUMBER_TYPES = frozenset((int, float))
+_INT_TYPES = frozenset((int,))
+# Only the start of a payload is read for the id of one that cannot be parsed (or is too
+# large to parse): `{"id": "..."` as the first member.
+_PEEK_BYTES = 2 * MAX_ID_LENGTH
+_LEADING_ID = re.compile(rb'\A\s*\{\s*"id"\s*:\s*(?:"([^"\\\x00-\x1f]{1,256})"|(-?\d{1,20})\s*[,}])')
+
+
+@dataclass(slots=True)
+class DecodedRequest:
+    """One request's windows, shape [batch, window_length, features], float32."""
+
+    id: str | None
+    windows: np.ndarray
+    normalized: bool
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def peek_id(payload: bytes) -> str | None:
+    """The id of a payload that cannot be (or must not be) parsed in full; never raises."""
+    match = _LEADING_ID.match(payload[:_PEEK_BYTES])
+    if match is None:
+        return None
+    raw = match.group(1) or match.group(2)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def load_json_object(payload: bytes, max_bytes: int, what: str) -> dict[str, Any]:
+    """Size check first (an oversize payload is never parsed), then JSON, then an object."""
+    if len(payload) > max_bytes:
+        raise TooLarge(f"message of {len(payload)} bytes, the limit is {max_bytes}", peek_id(payload))
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise BadJson(f"payload is not valid UTF-8 JSON: {exc}", peek_id(payload)) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"request must be a JSON object ({what})")
+    return body
+
+
+def _request_id(body: dict[str, Any]) -> str | None:
+    if "id" not in body:
+        return None
+    raw = body["id"]
+    if isinstance(raw, str) and len(raw) <= MAX_ID_LENGTH:
+        return raw
+    if isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) < 10**20:
+        # The specification's id is a string: refuse, but answer under the id the client used.
+        raise InvalidRequest("'id' must be a string (the Open Inference Protocol's id is a string)", str(raw))
+    raise InvalidRequest(f"'id' must be a string of at most {MAX_ID_LENGTH} characters")
+
+
+def _flatten(data: list[Any], shape: list[int], depth: int, request_id: str | None) -> list[Any]:
+    """Row-major flattening of nested `data`, checked against `shape` at every level."""
+    if not data or not isinstance(data[0], list):
+        return data
+    if depth >= len(shape) - 1 or len(data) != shape[depth]:
+        raise InvalidWindow(f"inputs[0].data is nested, but not as shape {shape}", request_id)
+    flat: list[Any] = []
+    item_size = math.prod(shape[depth + 1 :])
+    for item in data:
+        if not isinstance(item, list):
+            raise InvalidWindow(f"inputs[0].data is nested, but not as shape {shape}", request_id)
+        part = _flatten(item, shape, depth + 1, request_id)
+        if len(part) != item_size:
+            raise InvalidWindow(f"inputs[0].data is nested, but not as shape {shape}", request_id)
+        flat.extend(part)
+    return flat
+
+
+def _windows(tensor: dict[str, Any], request_id: str | None, max_windows: int) -> np.ndarray:
+    datatype = tensor["datatype"]
+    integer_range = INTEGER_RANGES.get(datatype)
+    if integer_range is None and datatype not in FLOAT_DATATYPES:
+        allowed = ", ".join(sorted(FLOAT_DATATYPES | set(INTEGER_RANGES)))
+        raise InvalidWindow(
+            f"inputs[0].datatype {str(datatype)[:40]!r} is not numeric; use one of {allowed}", request_id
+        )
+    shape = tensor["shape"]
+    if not (
+        isinstance(shape, list) and len(shape) in (2, 3) and all(type(d) is int and d > 0 for d in shape)
+    ):
+        raise InvalidWindow(
+            "inputs[0].shape must be [batch, window_length, features] (or [batch, window_length] for one "
+            f"feature) of positive integers, got {shape!r}"[:300],
+            request_id,
+        )
+    batch, length = shape[0], shape[1]
+    features = shape[2] if len(shape) == 3 else 1
+    if batch > max_windows:
+        raise TooLarge(f"{batch} windows in one message, the limit is {max_windows}", request_id)
+    if length > MAX_WINDOW_LENGTH or features > MAX_FEATURES:
+        raise InvalidWindow(f"shape {shape} is larger than any model accepts", request_id)
+    data = tensor["data"]
+    if not isinstance(data, list):
+        raise InvalidWindow("inputs[0].data must be a list of numbers (flat or nested row-major)", request_id)
+    data = _flatten(data, shape, 0, request_id)
+    expected = batch * length * features
+    if len(data) != expected:
+        raise InvalidWindow(f"inputs[0].data has {len(data)} values, shape {shape} needs {expected}", request_id)
+    # numpy would turn true into 1.0 and "10.5" into 10.5: only JSON numbers of the datatype pass.
+    allowed_types = _INT_TYPES if integer_range is not None else _NUMBER_TYPES
+    if not set(map(type, data)) <= allowed_types:
+        kind = "integers" if integer_range is not None else "numbers"
+        raise InvalidWindow(f"inputs[0].data must contain only {kind} for datatype {datatype}", request_id)
+    if integer_range is not None and data and not integer_range[0] <= min(data) <= max(data) <= integer_range[1]:
+        raise InvalidWindow(f"inputs[0].data has values outside the range of {datatype}", request_id)
+    with np.errstate(over="ignore"):  # beyond float32 becomes Inf, refused just below
+        array = np.array(data, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise InvalidWindow("inputs[0].data has values beyond float32", request_id)
+    return array.reshape(batch, length, features)
+
+
+def decode_request(payload: bytes, *, max_bytes: int, max_windows: int) -> DecodedRequest:
+    """Server side: a request payload -> windows; raises a RequestError carrying the id if known."""
+    body = load_json_object(payload, max_bytes, "an Open Inference Protocol inference request")
+    request_id = _request_id(body)
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise InvalidRequest("request needs 'inputs': a list with exactly one input tensor", request_id)
+    tensor = inputs[0]
+    missing = [key for key in ("name", "shape", "datatype", "data") if key not in tensor]
+    if missing:
+        raise InvalidRequest(f"inputs[0] needs {', '.join(missing)} (required by the specification)", request_id)
+    if not isinstance(tensor["name"], str) or not isinstance(tensor["datatype"], str):
+        raise InvalidRequest("inputs[0].name and inputs[0].datatype must be strings", request_id)
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidRequest("'parameters' must be a JSON object", request_id)
+    windows = _windows(tensor, request_id, max_windows)
+    return DecodedRequest(request_id, windows, parameters.get("normalized") is True, parameters)
+
+
+def encode_response(
+    request_id: str | None,
+    model_name: str,
+    model_version: int | str,
+    forecasts: np.ndarray,
+    parameters: dict[str, Any],
+) -> bytes:
+    """Server side: forecasts [n, outputs] -> an inference response."""
+    body: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "outputs": [
+            {
+                "name": OUTPUT_NAME,
+                "shape": list(forecasts.shape),
+                "datatype": "FP32",
+                # float32 straight from numpy: no list of Python floats, shortest exact text
+                "data": np.ascontiguousarray(forecasts, dtype=np.float32).ravel(),
+            }
+        ],
+        "parameters": parameters,
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_error(request_id: str | None, error: RequestError, parameters: dict[str, Any] | None = None) -> bytes:
+    """`{"id", "error": "<message>", "parameters": {"code": ...}}`: the specification's error
+    body (`error` is a string) with the machine-readable code where the protocol puts extras."""
+    body: dict[str, Any] = {"error": error.message, "parameters": {"code": error.code, **(parameters or {})}}
+    if request_id is not None:
+        body["id"] = request_id
+    return orjson.dumps(body)
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def encode_request(request_id: str | None, windows: np.ndarray, parameters: dict[str, Any] | None = None) -> bytes:
+    """Client side: raw readings [b, window] (or [b, window, features]) -> a request."""
+    shape = list(windows.shape) if windows.ndim == 3 else [*windows.shape, 1]
+    body: dict[str, Any] = {
+        "inputs": [
+            {"name": "window", "shape": shape, "datatype": "FP32", "data": np.ascontiguousarray(windows).ravel()}
+        ],
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    if parameters:
+        body["parameters"] = parameters
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """A decoded inference response."""
+
+    id: str | None
+    model_name: str | None
+    model_version: str | None
+    values: tuple[float, ...]
+    shape: tuple[int, ...]
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """A decoded error response."""
+
+    id: str | None
+    code: str
+    message: str
+    parameters: dict[str, Any]
+
+
+def decode_answer(body: dict[str, Any]) -> Forecast | ErrorAnswer:
+    """Client side: a parsed answer -> Forecast or ErrorAnswer. Malformed answers become
+    ErrorAnswer with code `bad_response`."""
+    raw_id = body.get("id")
+    answer_id = raw_id if isinstance(raw_id, str) else None
+    parameters = body.get("parameters")
+    parameters = parameters if isinstance(parameters, dict) else {}
+    error = body.get("error")
+    if error is not None:
+        code = parameters.get("code")
+        return ErrorAnswer(answer_id, str(code) if code is not None else "unknown", str(error), parameters)
+    outputs = body.get("outputs")
+    output = outputs[0] if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) else {}
+    data, shape = output.get("data"), output.get("shape")
+    if (
+        not isinstance(data, list)
+        or not all(type(v) in _NUMBER_TYPES and math.isfinite(v) for v in data)
+        or not isinstance(shape, list)
+        or not all(type(d) is int and d >= 0 for d in shape)
+        or math.prod(shape) != len(data)
+    ):
+        return ErrorAnswer(answer_id, "bad_response", "expected outputs[0] with numeric data matching its shape", {})
+    model_name, version = body.get("model_name"), body.get("model_version")
+    return Forecast(
+        answer_id,
+        str(model_name) if model_name is not None else None,
+        str(version) if version is not None else None,
+        tuple(float(v) for v in data),
+        tuple(shape),
+        parameters,
+    )
