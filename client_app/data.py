@@ -1,6 +1,6 @@
 """Read one station's series from a BTS-schema CSV and cut it into windows + next readings.
 
-The CSV is read, validated, filtered, deduplicated and resampled by :mod:`client_app.bts`,
+The CSV is read, validated, filtered, deduplicated and resampled by :mod:`contract.bts`,
 the same code ``ml_training`` trains from, so a client sends exactly what a model was
 trained on (the rules are there). What is the client's own:
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client_app import bts
-from client_app.bts import DataError
+from contract import bts
+from contract.bts import DataError
 
 __all__ = ["DataError", "Series", "Windows", "load_windows", "make_windows", "read_series"]
 

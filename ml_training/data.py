@@ -1,7 +1,7 @@
 """Loading, validating, resampling, splitting and windowing BTS-schema CSV data.
 
 Reading, validating, filtering, deduplicating, resampling and windowing are
-:mod:`client_app.bts`, the code the tenant client sends from too (rules there and in
+:mod:`contract.bts`, the code the tenant client sends from too (rules there and in
 ``data/README.md``); its errors are raised here as :class:`ml_training.errors.DataError`.
 This module adds the training side:
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client_app import bts
-from client_app.bts import COLUMNS, Readings, Segment, SourceFile, files_label, listing, make_windows, resample
+from contract import bts
+from contract.bts import COLUMNS, Readings, Segment, SourceFile, files_label, listing, make_windows, resample
 from ml_training.errors import DataError
 
 __all__ = [

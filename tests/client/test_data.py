@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client_app.bts import resample
 from client_app.data import DataError, load_windows, make_windows, read_series
+from contract.bts import resample
 from tests.client.conftest import OTHER_STATION, STATION, series_rows, write_csv
 
 
