@@ -97,13 +97,16 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        from server_app.broker import EmbeddedBroker, EmbeddedBrokerError, EmbeddedBrokerPortError
+        from provisioning.embedded_broker import (
+            EmbeddedBroker,
+            EmbeddedBrokerError,
+            EmbeddedBrokerPortError,
+            embedded_broker,
+        )
 
         broker: EmbeddedBroker
         try:
             if config.broker.embedded_auth_file is not None:
-                from server_app.auth import embedded_broker
-
                 broker = embedded_broker(config.broker.embedded_auth_file, host="127.0.0.1", port=config.broker.port)
             else:
                 broker = EmbeddedBroker(host="127.0.0.1", port=config.broker.port)
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        except (EmbeddedBrokerError, ConfigError) as exc:
+        except EmbeddedBrokerError as exc:  # EmbeddedAuthError too: a bad broker.embedded_auth_file
             print(f"error: {exc}", file=sys.stderr)
             return 1
         try:

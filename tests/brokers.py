@@ -40,7 +40,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 if TYPE_CHECKING:
-    from server_app.broker import EmbeddedBroker
+    from provisioning.embedded_broker import EmbeddedBroker
 
 __all__ = [
     "BrokerHandle",

@@ -3,7 +3,7 @@
 Fixtures
 - ``mosquitto``: a fresh :class:`MosquittoBroker` per test (generated conf, work dir in tmp_path).
 - ``mosquitto_session``: one Mosquitto for the whole run (use unique topics: ``topic_prefix``).
-- ``amqtt_broker``: a fresh anonymous :class:`~server_app.broker.EmbeddedBroker` per test.
+- ``amqtt_broker``: a fresh anonymous :class:`~provisioning.embedded_broker.EmbeddedBroker` per test.
 - ``amqtt_session``: one embedded amqtt broker for the whole run.
 - ``broker``: parametrized over ``["mosquitto", "amqtt"]``, a fresh broker per test, as a
   :class:`BrokerHandle` (``.host``, ``.port``, ``.kind``, ``.supports_shared_subscriptions``,
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from server_app.broker import EmbeddedBroker
+from provisioning.embedded_broker import EmbeddedBroker
 from tests.brokers import BrokerHandle, MosquittoBroker, MqttProbe, find_mosquitto
 
 BrokerLike = BrokerHandle | MosquittoBroker | EmbeddedBroker

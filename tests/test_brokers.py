@@ -1,4 +1,4 @@
-"""Tests of the real-broker fixtures (tests/brokers.py, tests/conftest.py) and of server_app/broker.py."""
+"""Tests of the real-broker fixtures (tests/brokers.py, tests/conftest.py) and of provisioning/embedded_broker.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from server_app.broker import EmbeddedBroker, EmbeddedBrokerError, build_broker_config
+from provisioning.embedded_broker import (
+    EmbeddedBroker,
+    EmbeddedBrokerPortError,
+    build_broker_config,
+)
 from tests.brokers import (
     BrokerHandle,
     MosquittoBroker,
@@ -351,9 +355,10 @@ def test_embedded_broker_port_in_use_is_a_clear_error() -> None:
         blocker.listen()
         port = blocker.getsockname()[1]
         broker = EmbeddedBroker(port=port, start_timeout=20)
-        expected = rf"(?i)failed to start on 127\.0\.0\.1:{port}: .*address already in use"
-        with pytest.raises(EmbeddedBrokerError, match=expected):
+        expected = rf"(?i)cannot listen on 127\.0\.0\.1:{port}: .*address already in use"
+        with pytest.raises(EmbeddedBrokerPortError, match=expected) as raised:
             broker.start()
+        assert raised.value.port == port
         assert not broker.is_running()
 
 
@@ -480,7 +485,7 @@ def test_embedded_broker_cli(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     hashed = subprocess.run(
-        [sys.executable, "-m", "server_app.broker", "--hash-password"],
+        [sys.executable, "-m", "provisioning.embedded_broker", "--hash-password"],
         input="s3cret\n",
         capture_output=True,
         text=True,
@@ -495,7 +500,7 @@ def test_embedded_broker_cli(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "server_app.broker",
+            "provisioning.embedded_broker",
             "--port",
             str(port),
             "--password-file",

@@ -21,7 +21,7 @@ from client_app.client import Answer, ClientConnectError, RequestTimeout, Tenant
 from client_app.config import TenantClientConfig
 from client_app.data import load_windows
 from client_app.modes import RunOptions, RunResult, StopSignal, run_mode
-from server_app.broker import EmbeddedBroker
+from provisioning.embedded_broker import EmbeddedBroker
 from tests.brokers import MosquittoBroker, MqttProbe, free_port
 from tests.client.conftest import EchoResponder
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server_app.auth import find_dynsec_plugin
+from provisioning.broker_auth import find_dynsec_plugin
 from tests.brokers import MosquittoBroker, MqttProbe, free_port, rewrite_mosquitto_conf
 from tests.deployment.manifests import built_manifests, extract_file
 from tests.serving import (

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from client_app.config import parse_client_config
-from server_app.auth import access_plan, dynsec_document, verify_dynsec_password
+from provisioning.broker_auth import access_plan, dynsec_document, verify_dynsec_password
 from server_app.config import ServerConfig, parse_config
 from tests.deployment.manifests import (
     BASE,
@@ -285,7 +285,7 @@ def dynsec_clients() -> dict[str, dict[str, Any]]:
 
 
 def test_broker_users_and_acls_are_generated_from_the_shipped_server_config() -> None:
-    """What `python -m server_app.auth` makes of inference/server.yaml, up to salts and hashes:
+    """What `python -m provisioning.broker_auth` makes of inference/server.yaml, up to salts and hashes:
     regenerate the Secret (docs/deployment.md) whenever tenants change."""
     config, _ = server_config(BASE)
     plan = access_plan(config)

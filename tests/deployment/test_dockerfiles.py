@@ -119,6 +119,15 @@ def test_serving_image_ships_both_apps_and_the_models() -> None:
     assert "ml_training" not in copies
 
 
+def test_images_copy_every_package_they_import() -> None:
+    """The serving image runs `python -m server_app` / `client_app` / `provisioning.*`, the training
+    image `python -m ml_training`: each must copy the shared contract package beneath them."""
+    serving = {rest.split()[0].rstrip("/") for k, rest in instructions(SERVING) if k == "COPY" and "--from" not in rest}
+    training = {rest.split()[0].rstrip("/") for k, rest in instructions(TRAINING) if k == "COPY"}
+    assert serving >= {"contract", "server_app", "client_app", "provisioning"}
+    assert training >= {"contract", "ml_training"}
+
+
 def test_training_image_installs_the_train_extra_and_runs_ml_training() -> None:
     text = TRAINING.read_text(encoding="utf-8")
     assert "['optional-dependencies']['train']" in text

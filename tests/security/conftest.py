@@ -1,7 +1,7 @@
 """Fixtures of the security suite.
 
 - ``repository``: a private copy of the shipped lstm and ann models.
-- ``secured``: a server config, a passwords file and the files ``python -m server_app.auth``
+- ``secured``: a server config, a passwords file and the files ``python -m provisioning.broker_auth``
   generates from them, and a Mosquitto started with the mosquitto.conf lines it generates
   (``mosquitto-auth.conf``: ``allow_anonymous false``, the dynamic-security plugin with the
   generated ``mosquitto-dynsec.json``, no password_file/acl_file); see :class:`Secured`.
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server_app.auth import MOSQUITTO_CONF_FILE, find_dynsec_plugin, main
+from provisioning.broker_auth import MOSQUITTO_CONF_FILE, find_dynsec_plugin, main
 from tests.brokers import MosquittoBroker, MqttProbe, find_mosquitto
 from tests.serving import copy_model_repository, server_config_dict
 

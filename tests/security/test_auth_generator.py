@@ -1,5 +1,5 @@
-"""``server_app.auth``: hashes Mosquitto accepts, dynamic-security/amqtt files from the config, passwords file
-handling, worker client ids."""
+"""``provisioning.broker_auth``: hashes Mosquitto accepts, dynamic-security/amqtt files from the config,
+passwords file handling, worker client ids."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server_app.auth import (
+from provisioning.broker_auth import (
     AMQTT_AUTH_FILE,
     DYNSEC_FILE,
     MOSQUITTO_CONF_FILE,
@@ -21,12 +21,12 @@ from server_app.auth import (
     dynsec_document,
     dynsec_password,
     generate,
-    load_embedded_auth,
     main,
     mosquitto_hash,
     verify_dynsec_password,
     verify_mosquitto_hash,
 )
+from provisioning.embedded_broker import EmbeddedAuthError, load_embedded_auth
 from server_app.client_ids import TAG_HEX_CHARS, worker_client_id
 from server_app.config import parse_config
 from tests.brokers import find_mosquitto_passwd
@@ -274,19 +274,20 @@ def test_amqtt_auth_file_round_trip(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "out" / AMQTT_AUTH_FILE).read_text())
     document["version"] = 99
     (tmp_path / "bad.json").write_text(json.dumps(document))
-    with pytest.raises(AuthError, match="regenerate"):
+    with pytest.raises(EmbeddedAuthError, match="regenerate"):
         load_embedded_auth(tmp_path / "bad.json")
 
 
 def test_cli_entry_point(tmp_path: Path) -> None:
     help_text = subprocess.run(
-        [sys.executable, "-m", "server_app.auth", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "provisioning.broker_auth", "--help"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     ).stdout
     assert "WRITTEN BACK" in help_text and "0600" in help_text
     config_path, passwords_path = _write(tmp_path, _config(), None)
     result = subprocess.run(
-        [sys.executable, "-m", "server_app.auth", "--config", str(config_path), "--passwords", str(passwords_path),
-         "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "provisioning.broker_auth", "--config", str(config_path),
+         "--passwords", str(passwords_path), "--out", str(tmp_path / "out")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -301,8 +302,9 @@ def test_cli_entry_point(tmp_path: Path) -> None:
     # An acl_file left over from an older version is named, not silently kept in force.
     (tmp_path / "out" / "mosquitto.acl").write_text("user acme\n")
     again = subprocess.run(
-        [sys.executable, "-m", "server_app.auth", "--config", str(config_path), "--passwords", str(passwords_path),
-         "--out", str(tmp_path / "out"), "--dynsec-path", "/mosquitto/auth/dynamic-security.json",
+        [sys.executable, "-m", "provisioning.broker_auth", "--config", str(config_path),
+         "--passwords", str(passwords_path), "--out", str(tmp_path / "out"),
+         "--dynsec-path", "/mosquitto/auth/dynamic-security.json",
          "--dynsec-plugin", "/usr/lib/mosquitto_dynamic_security.so"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -311,7 +313,7 @@ def test_cli_entry_point(tmp_path: Path) -> None:
     assert "plugin_opt_config_file /mosquitto/auth/dynamic-security.json" in conf
     assert "plugin /usr/lib/mosquitto_dynamic_security.so" in conf
     broken = subprocess.run(
-        [sys.executable, "-m", "server_app.auth", "--config", str(tmp_path / "nope.yaml"), "--passwords",
+        [sys.executable, "-m", "provisioning.broker_auth", "--config", str(tmp_path / "nope.yaml"), "--passwords",
          str(passwords_path), "--out", str(tmp_path / "out")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The laptop set-up with auth: `python -m server_app.auth` output wired into the embedded broker
+"""The laptop set-up with auth: `python -m provisioning.broker_auth` output wired into the embedded broker
 through `broker.embedded_auth_file`, as a user would run it."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_embedded_broker_with_generated_auth(tmp_path: Path) -> None:
     passwords = tmp_path / "passwords.yaml"
     passwords.write_text(yaml.safe_dump({"users": {"acme": "acme-secret"}}))
     generated = subprocess.run(
-        [sys.executable, "-m", "server_app.auth", "--config", str(config_path), "--passwords", str(passwords),
+        [sys.executable, "-m", "provisioning.broker_auth", "--config", str(config_path), "--passwords", str(passwords),
          "--out", str(tmp_path / "auth")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )

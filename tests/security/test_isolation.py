@@ -1,4 +1,4 @@
-"""Tenant isolation on real brokers configured from ``python -m server_app.auth`` output.
+"""Tenant isolation on real brokers configured from ``python -m provisioning.broker_auth`` output.
 
 Mosquitto (``secured`` fixture): the dynamic-security plugin with the users and roles
 generated from the server config, loaded by the mosquitto.conf lines the generator writes
@@ -26,7 +26,8 @@ import orjson
 import pytest
 import yaml
 
-from server_app.auth import AMQTT_AUTH_FILE, DYNSEC_FILE, embedded_broker
+from provisioning.broker_auth import AMQTT_AUTH_FILE, DYNSEC_FILE
+from provisioning.embedded_broker import embedded_broker
 from server_app.client_ids import worker_client_id
 from server_app.config import parse_config
 from server_app.worker import Worker

@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import json
 import logging
 import multiprocessing
 import os
@@ -50,18 +51,25 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
 __all__ = [
+    "AMQTT_AUTH_VERSION",
     "DEFAULT_HOST",
+    "AuthEmbeddedBroker",
+    "EmbeddedAuth",
+    "EmbeddedAuthError",
     "EmbeddedBroker",
     "EmbeddedBrokerError",
     "EmbeddedBrokerPortError",
     "build_broker_config",
+    "embedded_broker",
     "hash_password",
+    "load_embedded_auth",
     "main",
     "write_password_file",
 ]
@@ -514,6 +522,78 @@ class EmbeddedBroker:
         self.stop()
 
 
+# --------------------------------------------------------------------------- users and ACLs from a file
+
+
+AMQTT_AUTH_VERSION = 1  # of the amqtt-auth.json written by `python -m provisioning.broker_auth`
+
+
+class EmbeddedAuthError(EmbeddedBrokerError):
+    """An amqtt-auth.json that cannot be used (missing, malformed, an older version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedAuth:
+    password_file: Path
+    subscribe_acl: dict[str, list[str]]
+    publish_acl: dict[str, list[str]]
+
+
+def load_embedded_auth(path: Path) -> EmbeddedAuth:
+    """Read an ``amqtt-auth.json`` written by :func:`provisioning.broker_auth.generate`."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EmbeddedAuthError(f"cannot read embedded broker auth file {path}: {exc}") from exc
+    if not isinstance(document, dict) or document.get("version") != AMQTT_AUTH_VERSION:
+        raise EmbeddedAuthError(f"{path}: not an amqtt auth file of version {AMQTT_AUTH_VERSION} (regenerate it)")
+    acls: dict[str, dict[str, list[str]]] = {}
+    for key in ("subscribe_acl", "publish_acl"):
+        value = document.get(key)
+        if not isinstance(value, dict) or not all(
+            isinstance(u, str) and isinstance(fs, list) and all(isinstance(f, str) for f in fs)
+            for u, fs in value.items()
+        ):
+            raise EmbeddedAuthError(f"{path}: '{key}' must map user names to lists of topic filters")
+        acls[key] = {u: list(fs) for u, fs in value.items()}
+    password_file = document.get("password_file")
+    if not isinstance(password_file, str) or not password_file:
+        raise EmbeddedAuthError(f"{path}: 'password_file' missing")
+    resolved = Path(password_file) if Path(password_file).is_absolute() else path.parent / password_file
+    if not resolved.is_file():
+        raise EmbeddedAuthError(f"{path}: password file {resolved} not found")
+    return EmbeddedAuth(resolved, acls["subscribe_acl"], acls["publish_acl"])
+
+
+class AuthEmbeddedBroker(EmbeddedBroker):
+    """EmbeddedBroker with separate subscribe and publish ACLs.
+
+    EmbeddedBroker applies one ``topic_acl`` to both; the generated rules differ (a tenant
+    reads ``tenants/<t>/#`` but writes only its requests), so the publish ACL replaces the
+    copy in the amqtt config here.
+    """
+
+    def __init__(self, host: str, port: int, *, auth: EmbeddedAuth, **kwargs: Any) -> None:
+        super().__init__(host, port, password_file=auth.password_file, topic_acl=auth.subscribe_acl, **kwargs)
+        # amqtt allows every publish when publish_acl is empty: never pass an empty one.
+        self.publish_acl = {user: list(topics) for user, topics in auth.publish_acl.items() if topics}
+        if not self.publish_acl:
+            raise EmbeddedAuthError("the embedded broker auth file grants no publish rights to anyone")
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        plugin = config["plugins"].get(_ACL_PLUGIN)
+        if plugin is None:
+            raise EmbeddedAuthError("EmbeddedBroker did not configure amqtt's topic ACL plugin")
+        plugin["publish_acl"] = {user: list(topics) for user, topics in self.publish_acl.items()}
+        return config
+
+
+def embedded_broker(auth_file: Path, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> AuthEmbeddedBroker:
+    """An embedded amqtt broker with the users and ACLs of ``auth_file`` (``amqtt-auth.json``)."""
+    return AuthEmbeddedBroker(host, port, auth=load_embedded_auth(auth_file), **kwargs)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -536,7 +616,7 @@ def _load_acl_file(path: Path) -> dict[str, list[str]]:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m server_app.broker",
+        prog="python -m provisioning.embedded_broker",
         description="Run the embedded amqtt MQTT 3.1.1 broker in the foreground (Ctrl-C to stop).",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
