@@ -9,7 +9,8 @@ This module adds the training side:
   times of the selected stations, the same calendar cut for every station; nothing is
   shuffled across time. Windows are built inside one (segment, split) piece only, so a
   window never spans two stations, a gap, or two splits.
-* A window is ``window`` consecutive samples; its target is the next sample.
+* A window is ``window`` consecutive samples; its target is the next sample (with a horizon
+  of H steps, the next H samples: ``Windows.ahead``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class DataConfig:
     parameter_id: int = 122
     stations: tuple[int, ...] = ()
     window: int = 6
+    horizon: int = 1
     resample: float | None = None
     max_gap: float | None = None
     validation_fraction: float = 0.15
@@ -61,6 +63,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise DataError(f"window must be at least 1, got {self.window}")
+        if self.horizon < 1:
+            raise DataError(f"horizon must be at least 1, got {self.horizon}")
         if self.resample is not None and not (self.resample > 0):
             raise DataError(f"resample interval must be positive, got {self.resample}")
         if self.max_gap is not None and not (self.max_gap > 0):
@@ -89,6 +93,12 @@ class Windows:
     y: np.ndarray
     station: np.ndarray
     target_time: np.ndarray
+    ahead: np.ndarray | None = None
+    """``[n, horizon]`` targets (step 1 first) when the horizon is more than one step."""
+
+    def targets(self) -> np.ndarray:
+        """What the model learns to forecast: ``y`` ``[n]``, or ``ahead`` ``[n, horizon]``."""
+        return self.ahead if self.ahead is not None else self.y
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -197,20 +207,22 @@ def prepare(readings: Readings, config: DataConfig) -> Dataset:
     segments, stations, rows, duplicates = select(readings, config)
     samples = sum(len(s.times) for s in segments)
     where = files_label(readings)
-    need = config.window + 1
+    need = config.window + config.horizon
     if samples < need * 3:
         raise DataError(
             f"{where}: not enough data: {samples} "
             f"{'samples' if config.resample else 'readings'} for station(s) "
-            f"{listing(stations)}, need at least {need} (--window {config.window} + 1 "
-            "target) in each of the train, validation and test spans"
+            f"{listing(stations)}, need at least {need} (--window {config.window} + "
+            f"{config.horizon} target(s)) in each of the train, validation and test spans"
         )
     all_times = np.sort(np.concatenate([s.times for s in segments]))
     n = len(all_times)
     cut_train = all_times[min(n - 1, int(n * config.train_fraction))]
     cut_val = all_times[min(n - 1, int(n * (1.0 - config.test_fraction)))]
 
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in SPLITS}
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {
+        name: [] for name in SPLITS
+    }
     span_times: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
     train_values: list[np.ndarray] = []
     for segment in segments:
@@ -227,9 +239,11 @@ def prepare(readings: Readings, config: DataConfig) -> Dataset:
             span_times[name].append(pt)
             if name == "train":
                 train_values.append(pv)
-            x, y = make_windows(pv, config.window)
-            if len(y):
-                parts[name].append((x, y, np.full(len(y), segment.station_id, dtype=np.int64), pt[config.window :]))
+            x, ahead = _windows(pv, config.window, config.horizon)
+            if len(ahead):
+                station_ids = np.full(len(ahead), segment.station_id, dtype=np.int64)
+                targets_at = pt[config.window : config.window + len(ahead)]
+                parts[name].append((x, ahead[:, 0], station_ids, targets_at, ahead))
 
     windows: dict[str, Windows] = {}
     for name in SPLITS:
@@ -238,7 +252,7 @@ def prepare(readings: Readings, config: DataConfig) -> Dataset:
             raise DataError(
                 f"{where}: not enough data: the {name} span has no complete window "
                 f"({count} {'samples' if config.resample else 'readings'} there; a window "
-                f"needs {config.window} consecutive ones + 1 target) - supply more data, "
+                f"needs {config.window} consecutive ones + {config.horizon} target(s)) - supply more data, "
                 "use a smaller --window, or check --resample/--max-gap"
             )
         windows[name] = Windows(
@@ -246,6 +260,7 @@ def prepare(readings: Readings, config: DataConfig) -> Dataset:
             y=np.concatenate([p[1] for p in parts[name]]),
             station=np.concatenate([p[2] for p in parts[name]]),
             target_time=np.concatenate([p[3] for p in parts[name]]),
+            ahead=np.concatenate([p[4] for p in parts[name]]) if config.horizon > 1 else None,
         )
     spans = {
         name: (float(min(p.min() for p in span_times[name])), float(max(p.max() for p in span_times[name])))
@@ -265,3 +280,14 @@ def prepare(readings: Readings, config: DataConfig) -> Dataset:
         segments=len(segments),
         spans=spans,
     )
+
+
+def _windows(values: np.ndarray, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows ``[n, window]`` and the ``horizon`` values after each, ``[n, horizon]``."""
+    if horizon == 1:
+        x, y = make_windows(values, window)
+        return x, y[:, np.newaxis]
+    if len(values) < window + horizon:
+        return np.zeros((0, window)), np.zeros((0, horizon))
+    both = np.lib.stride_tricks.sliding_window_view(np.asarray(values, dtype=np.float64), window + horizon)
+    return np.array(both[:, :window]), np.array(both[:, window:])

@@ -35,7 +35,17 @@ def persistence(windows: Windows) -> np.ndarray:
 
 
 def split_metrics(prediction_raw: np.ndarray, windows: Windows) -> dict[str, object]:
-    """Model and persistence MAE/RMSE on one split (raw units)."""
+    """Model and persistence MAE/RMSE on one split (raw units); step 1 of a multi-step
+    forecast, and with a horizon of several steps, ``steps``: MAE of each step."""
+    if prediction_raw.ndim == 2 and windows.ahead is not None:
+        metrics = split_metrics(prediction_raw[:, 0], windows)
+        last = persistence(windows)[:, np.newaxis]
+        metrics["steps"] = [
+            {"step": k + 1, "model_mae": mae(prediction_raw[:, k], windows.ahead[:, k]),
+             "persistence_mae": mae(last[:, 0], windows.ahead[:, k])}
+            for k in range(windows.ahead.shape[1])
+        ]
+        return metrics
     base = persistence(windows)
     model_mae = mae(prediction_raw, windows.y)
     base_mae = mae(base, windows.y)

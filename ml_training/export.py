@@ -27,14 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from contract.model_format import FORMAT_VERSION, METADATA_FILE, TEMP_PREFIX, TFLITE_FILE, taken_versions
 from ml_training.errors import ExportError
 
-FORMAT_VERSION = 1
-METADATA_FILE = "metadata.json"
-TFLITE_FILE = "model.tflite"
+__all__ = ["FORMAT_VERSION", "METADATA_FILE", "TEMP_PREFIX", "TFLITE_FILE", "publish", "versions"]
+
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
-TEMP_PREFIX = ".tmp-"
 MAX_RENAME_ATTEMPTS = 100
 
 
@@ -51,15 +50,8 @@ class TfliteInfo:
 
 
 def versions(model_dir: Path) -> list[int]:
-    """Existing versions: sub-folders named by a positive integer (``1``, ``2``, ...)."""
-    if not model_dir.is_dir():
-        return []
-    found = []
-    for entry in model_dir.iterdir():
-        name = entry.name
-        if name.isdigit() and int(name) > 0 and entry.is_dir():
-            found.append(int(name))
-    return sorted(found)
+    """Existing versions: sub-folders named by a positive integer (``1``, ``2``, ...), complete or not."""
+    return taken_versions(model_dir)
 
 
 def next_version(model_dir: Path) -> int:

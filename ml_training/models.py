@@ -34,8 +34,8 @@ def set_determinism(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_model(model_type: str, window: int, features: int = 1) -> Any:
-    """An uncompiled Keras model ``[batch, window, features] -> [batch, 1]``."""
+def build_model(model_type: str, window: int, features: int = 1, horizon: int = 1) -> Any:
+    """An uncompiled Keras model ``[batch, window, features] -> [batch, horizon]``."""
     inputs = keras.Input(shape=(window, features), name=INPUT_NAME)
     if model_type == "lstm":
         x = keras.layers.LSTM(LSTM_UNITS, return_sequences=True, unroll=True, name="lstm_1")(inputs)
@@ -46,7 +46,7 @@ def build_model(model_type: str, window: int, features: int = 1) -> Any:
             x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
     else:
         raise ValueError(f"unknown model type {model_type!r}; choose from {MODEL_TYPES}")
-    outputs = keras.layers.Dense(1, name=OUTPUT_NAME)(x)
+    outputs = keras.layers.Dense(horizon, name=OUTPUT_NAME)(x)
     return keras.Model(inputs, outputs, name=model_type)
 
 
@@ -110,8 +110,8 @@ def fit(
         )
     history = model.fit(
         _as_input(train[0]),
-        train[1].astype(np.float32).reshape(-1, 1),
-        validation_data=(_as_input(validation[0]), validation[1].astype(np.float32).reshape(-1, 1)),
+        train[1].astype(np.float32).reshape(len(train[1]), -1),
+        validation_data=(_as_input(validation[0]), validation[1].astype(np.float32).reshape(len(validation[1]), -1)),
         epochs=config.epochs,
         batch_size=config.batch_size,
         shuffle=True,
@@ -122,9 +122,10 @@ def fit(
 
 
 def predict(model: Any, windows: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Normalised windows ``[n, window]`` or ``[n, window, 1]`` -> normalised forecasts [n]."""
-    out = model.predict(_as_input(windows), batch_size=batch_size, verbose=0)
-    return np.asarray(out, dtype=np.float64).reshape(-1)
+    """Normalised windows ``[n, window]`` or ``[n, window, 1]`` -> normalised forecasts [n] (or [n, horizon])."""
+    out = np.asarray(model.predict(_as_input(windows), batch_size=batch_size, verbose=0), dtype=np.float64)
+    out = out.reshape(len(out), -1)
+    return out[:, 0] if out.shape[1] == 1 else out
 
 
 def _as_input(windows: np.ndarray) -> np.ndarray:

@@ -53,6 +53,11 @@ class BrokerConfig(BrokerSettings):
 class ModelConfig(Strict):
     repository: Path
     version: Literal["latest"] | PositiveInt = "latest"
+    max_batch: PositiveInt | None = Field(
+        None,
+        description="most windows of this model in one invoke (default: worker.max_batch); a model that only "
+        "runs at fixed batch sizes states them in its metadata.json",
+    )
 
 
 class TenantConfig(Strict):

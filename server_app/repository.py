@@ -1,4 +1,4 @@
-"""The model repository on disk: `<repository>/<version>/` folders, version = positive integer.
+"""The model repository on disk: `<repository>/<version>/` folders (rule: :mod:`contract.model_format`).
 
 Trainers write a version into a dot-named temporary folder and rename it into place, so a
 folder with an integer name is complete; anything else (".tmp-...", "3.partial") is ignored.
@@ -6,13 +6,10 @@ folder with an integer name is complete; anything else (".tmp-...", "3.partial")
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from server_app.runtime import METADATA_FILE
-
-VERSION_DIR_RE = re.compile(r"^[1-9][0-9]{0,8}$")
+from contract.model_format import METADATA_FILE, is_version_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +27,7 @@ def list_versions(repository: Path) -> list[VersionFolder]:
     except OSError:
         return found
     for entry in entries:
-        if not VERSION_DIR_RE.match(entry.name):
+        if not is_version_name(entry.name):
             continue
         try:
             stamp = (entry / METADATA_FILE).stat().st_mtime

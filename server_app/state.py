@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 ModelKey = tuple[str, int]
 
 
+def model_max_batch(config: ServerConfig, name: str) -> int:
+    """Most windows of model `name` per invoke: its own max_batch, else the worker's."""
+    return config.models[name].max_batch or config.worker.max_batch
+
+
 @dataclass(frozen=True)
 class ServingState:
     config: ServerConfig
@@ -79,7 +84,7 @@ class StateBuilder:
         if failed is not None and failed[0] == folder.stamp:
             return failed[1]
         try:
-            loaded = load_model_version(folder.path, name=name, max_batch=config.worker.max_batch)
+            loaded = load_model_version(folder.path, name=name, max_batch=model_max_batch(config, name))
         except ModelLoadError as exc:
             self._failed[key] = (folder.stamp, str(exc))
             log.error("model %s version %d failed to load, previous version keeps serving: %s", *key, exc)
@@ -106,7 +111,7 @@ class StateBuilder:
                 return models[key]
             old = old_models.get(key)
             same_folder = old_folders.get(key)
-            if old is not None and same_folder == folder and old.max_batch == config.worker.max_batch:
+            if old is not None and same_folder == folder and old.max_batch == model_max_batch(config, name):
                 models[key], folders[key] = old, folder
                 return old
             result = self._load(name, folder, config)
