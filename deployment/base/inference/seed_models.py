@@ -16,23 +16,17 @@ the same time cannot both win (the second rename fails and its copy is removed).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import sys
 from pathlib import Path
 
-VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
+from contract.model_format import TEMP_PREFIX, version_folders
 
 
 def complete_versions(model_dir: Path) -> list[str]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        entry.name
-        for entry in model_dir.iterdir()
-        if VERSION_RE.match(entry.name) and (entry / "metadata.json").is_file()
-    )
+    """Complete version folders (the contract's rule: integer name, metadata.json present)."""
+    return [folder.name for _, folder in version_folders(model_dir)]
 
 
 def seed(source: Path, target: Path) -> list[str]:
@@ -50,7 +44,7 @@ def seed(source: Path, target: Path) -> list[str]:
             continue
         destination.mkdir(parents=True, exist_ok=True)
         for version in complete_versions(model):
-            temporary = destination / f".tmp-seed-{tag}-{version}"
+            temporary = destination / f"{TEMP_PREFIX}seed-{tag}-{version}"
             shutil.copytree(model / version, temporary)
             try:
                 os.rename(temporary, destination / version)
