@@ -257,8 +257,13 @@ def _print(line: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run, print the new version folder; returns the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["import"]:
+        from ml_training import import_cli
+
+        return import_cli.main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     try:
         options = options_from_args(args)
         result = run(options, write=None if options.quiet else _print)
