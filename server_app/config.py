@@ -88,31 +88,34 @@ class TenantConfig(Strict):
 
 class WorkerConfig(Strict):
     id: str | None = Field(None, description="default: host name (the pod name on Kubernetes)")
-    max_batch: PositiveInt = 64
+    max_batch: PositiveInt = Field(64, description="messages per micro-batch (one invoke per model version)")
+    max_batch_bytes: PositiveInt = Field(
+        262_144, description="payload bytes per micro-batch (at least one message): bounds the work of one batch"
+    )
     max_delay_ms: float = Field(0.0, ge=0, description="wait for a batch to fill; 0: batch what has arrived")
-    queue_size: PositiveInt = Field(1000, description="requests buffered per worker; beyond: `overloaded`")
+    latency_budget_ms: float = Field(
+        2000.0, gt=0, description="a request expected to wait longer in the worker is answered `overloaded` at once"
+    )
+    queue_size: PositiveInt = Field(10_000, description="requests queued per worker; beyond: `overloaded`")
+    queue_bytes: PositiveInt = Field(
+        67_108_864, description="payload bytes queued per worker; beyond: `overloaded` (bounds the worker's memory)"
+    )
     max_message_bytes: PositiveInt = 1_048_576
     max_windows_per_message: PositiveInt = 4096
     dedup_window_s: float = Field(300.0, ge=0)
     dedup_max_entries: PositiveInt = 200_000
     shutdown_grace_s: float = Field(10.0, gt=0)
-    max_inflight: PositiveInt | None = Field(
-        None, description="MQTT 5 Receive Maximum: unacknowledged requests the broker may send; default 2 x queue_size"
+    max_inflight: int = Field(
+        65_535, ge=1, le=65_535,
+        description="MQTT 5 Receive Maximum: unacknowledged requests the broker may hand this worker. Large, so "
+        "that the backlog waits in the worker (fair, bounded, shed on the latency budget), not at the broker",
     )
 
     @model_validator(mode="after")
-    def _can_shed_load(self) -> WorkerConfig:
-        if self.max_inflight is not None and self.max_inflight <= self.queue_size:
-            raise ValueError(
-                "worker.max_inflight must exceed worker.queue_size: the broker stops sending at max_inflight "
-                "unacknowledged requests, so a smaller window never fills the queue and the worker cannot answer "
-                "`overloaded`; the broker queues instead (and past its own limit drops)"
-            )
+    def _queue_holds_a_message(self) -> WorkerConfig:
+        if self.queue_bytes < self.max_message_bytes:
+            raise ValueError("worker.queue_bytes must hold at least one message of worker.max_message_bytes")
         return self
-
-    @property
-    def receive_maximum(self) -> int:
-        return min(65535, self.max_inflight or 2 * self.queue_size)
 
     def resolved_id(self) -> str:
         return self.id or socket.gethostname()

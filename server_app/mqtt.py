@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from server_app.config import BrokerConfig
 log = logging.getLogger(__name__)
 
 
+MAX_DRAIN_ROUNDS = 1000  # socket reads per poll beyond paho's own (each reads one or more packets)
 # W3C Trace Context for MQTT: user properties copied from a request onto its answer.
 TRACE_PROPERTIES = frozenset({"traceparent", "tracestate"})
 
@@ -55,17 +55,16 @@ class MqttTransport:
     of its own: no hand-off between a network thread and the serving thread per message (the
     profile showed those hand-offs cost as much as the rest of the worker together).
 
-    Received requests wait in a bounded buffer; when it is full, `on_overflow` answers them at
-    once. Not thread-safe: every method is called from the serving thread.
+    Received requests go to `on_message` at once (the worker's inbox decides what to keep). Not
+    thread-safe: every method is called from the serving thread.
     """
 
     def __init__(
         self,
         broker: BrokerConfig,
         client_id: str,
-        on_overflow: Callable[[InboundMessage], None],
+        on_message: Callable[[InboundMessage], None],
         *,
-        buffer_size: int,
         receive_maximum: int,
         will_topic: str | None = None,
         will_payload: bytes | None = None,
@@ -77,7 +76,8 @@ class MqttTransport:
         published something else for it (or acknowledged it)."""
         self._broker = broker
         self._on_refused = on_refused
-        self._on_overflow = on_overflow
+        self._deliver = on_message
+        self._delivered = 0
         self._on_subscribed = on_subscribed
         self._qos = broker.qos
         self._v5 = broker.mqtt_version == "5"
@@ -87,8 +87,6 @@ class MqttTransport:
         self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
         self._receive_maximum = receive_maximum
-        self._buffer_size = buffer_size
-        self._received: deque[InboundMessage] = deque()
         if will_topic is not None and will_payload is not None:
             self._client.will_set(will_topic, will_payload, qos=1, retain=True)
         self._client.on_connect = self._on_connect
@@ -147,19 +145,11 @@ class MqttTransport:
                 time.sleep(min(timeout, max(0.0, self._next_attempt - time.monotonic())))
                 return
         rc = self._client.loop(timeout)
+        if rc == paho.MQTT_ERR_SUCCESS:
+            self._drain_socket()
         if rc != paho.MQTT_ERR_SUCCESS and self._client.socket() is None:
             self._next_attempt = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, self._broker.reconnect_max_delay_s)
-
-    def take(self, limit: int) -> list[InboundMessage]:
-        """Up to `limit` received requests, oldest first."""
-        received = self._received
-        count = min(limit, len(received))
-        return [received.popleft() for _ in range(count)]
-
-    @property
-    def buffered(self) -> int:
-        return len(self._received)
 
     def stop_receiving(self) -> None:
         """Unsubscribe, so the broker sends new requests to other replicas while we drain."""
@@ -167,10 +157,20 @@ class MqttTransport:
         if self._filters and self.connected.is_set():
             self._client.unsubscribe(list(self._filters))
 
+    def _drain_socket(self) -> None:
+        """Read every packet the socket already holds. paho reads only a few per call, so a
+        request would otherwise wait in the socket behind another tenant's backlog, out of
+        reach of the inbox's fairness (and of its shedding). Bounded: the broker may keep
+        sending, and the serving loop must get its turn."""
+        for _ in range(MAX_DRAIN_ROUNDS):
+            before = self._delivered
+            if self._client.loop_read() != paho.MQTT_ERR_SUCCESS or self._delivered == before:
+                return
+
     @property
     def idle(self) -> bool:
-        """Nothing buffered and every answer confirmed by the broker."""
-        return not self._received and not self._pending_acks
+        """Every answer confirmed by the broker."""
+        return not self._pending_acks
 
     def close(self) -> None:
         self._client.disconnect()
@@ -308,12 +308,10 @@ class MqttTransport:
                 message.topic, bytes(message.payload), message.mid, message.qos, response_topic, correlation,
                 time.monotonic(), bool(message.dup), bool(message.retain), trace,
             )
-            if len(self._received) < self._buffer_size:
-                self._received.append(inbound)
-            else:
-                self._on_overflow(inbound)
+            self._delivered += 1
+            self._deliver(inbound)
         except Exception:  # an exception here would break paho's read loop
-            log.exception("dropping a message that could not be buffered")
+            log.exception("a received message could not be handed over")
 
     def _on_publish(
         self,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -22,8 +22,9 @@ from contract.codecs import OIP, TUTORIAL, Codec
 from contract.errors import AnswerRefused, InternalError, InvalidRequest, Overloaded, RequestError, RetainedRequest
 from contract.oip import peek_id
 from server_app.client_ids import worker_client_id
-from server_app.config import BrokerConfig, ServerConfig
+from server_app.config import BrokerConfig, ServerConfig, WorkerConfig
 from server_app.health import HealthServer
+from server_app.inbox import FairInbox
 from server_app.limits import AnsweredRequests
 from server_app.metrics import Metrics
 from server_app.mqtt import InboundMessage, MqttTransport
@@ -98,6 +99,33 @@ def collect_batch(
     return batch
 
 
+class InboxSource:
+    """What collect_batch reads: the transport's socket, and the fair inbox it fills."""
+
+    def __init__(self, transport: MqttTransport, inbox: FairInbox, max_batch_bytes: int) -> None:
+        self.transport = transport
+        self.inbox = inbox
+        self.max_batch_bytes = max_batch_bytes
+
+    def poll(self, timeout: float) -> None:
+        self.transport.poll(timeout)
+
+    def take(self, limit: int) -> list[InboundMessage]:
+        return self.inbox.take(limit, self.max_batch_bytes)
+
+    @property
+    def buffered(self) -> int:
+        return len(self.inbox)
+
+
+def inbox_limits(limits: WorkerConfig) -> dict[str, Any]:
+    return {
+        "max_messages": limits.queue_size,
+        "max_bytes": limits.queue_bytes,
+        "latency_budget_s": limits.latency_budget_ms / 1000.0,
+    }
+
+
 def subscriptions(config: ServerConfig, group: str | None) -> list[str]:
     filters = [topics.subscription_filter(topics.REQUEST_FILTER, group)]
     filters += sorted(
@@ -136,12 +164,13 @@ class Worker:
         self._settled: set[int] = set()
         self._status_topic = topics.status_topic(self.worker_id)
         self._reloader = Reloader(config, config_path, self._hand_over, self._on_reload_result)
+        limits = config.worker
+        self.inbox = FairInbox(**inbox_limits(limits))
         self.transport = MqttTransport(
             self._broker,
             worker_client_id(self._broker, self.worker_id),  # secret: no tenant can take the session over
-            self._on_overflow,
-            buffer_size=config.worker.queue_size,
-            receive_maximum=config.worker.receive_maximum,
+            self._on_message,
+            receive_maximum=limits.max_inflight,
             will_topic=self._status_topic,
             will_payload=orjson.dumps({"worker": self.worker_id, "state": "offline"}),
             on_subscribed=lambda: self.publish_status("serving"),
@@ -174,6 +203,8 @@ class Worker:
         if previous is None or subscriptions(previous.config, group) != subscriptions(state.config, group):
             self.transport.set_filters(subscriptions(state.config, group))
         self._service.forget_tenants_except(set(state.config.tenants))
+        limits = state.config.worker
+        self.inbox.configure(**inbox_limits(limits))
         if previous is not None:  # start() announces the first state once connected
             self.publish_status("serving")
         log.info("serving %s", orjson.dumps(state.describe()).decode())
@@ -277,17 +308,18 @@ class Worker:
                     self.publish_status("serving")
                 if self._stop.is_set():
                     if not drain_deadline:
-                        log.info("draining: unsubscribing and answering %d buffered requests", transport.buffered)
+                        log.info("draining: unsubscribing and answering %d queued requests", len(self.inbox))
                         transport.stop_receiving()
                         drain_deadline = now + self.config.worker.shutdown_grace_s
                         quiet_until = now + 0.2  # requests already on the wire still arrive
-                    if now >= quiet_until and transport.idle:
+                    if now >= quiet_until and not self.inbox and transport.idle:
                         break
                     if now >= drain_deadline:
                         log.warning("grace period over with answers unconfirmed; the broker redelivers their requests")
                         break
                 worker_config = state.config.worker
-                batch = collect_batch(transport, worker_config.max_batch, worker_config.max_delay_ms / 1000.0)
+                source = InboxSource(transport, self.inbox, worker_config.max_batch_bytes)
+                batch = collect_batch(source, worker_config.max_batch, worker_config.max_delay_ms / 1000.0)
                 if not batch:
                     continue
                 try:
@@ -295,7 +327,7 @@ class Worker:
                 except Exception:  # never let one batch take the worker down
                     log.exception("batch of %d messages failed", len(batch))
                     self._answer_leftovers(batch)
-                self.metrics.queue_depth.set(transport.buffered)
+                self.metrics.queue_depth.set(len(self.inbox))
         finally:
             self._stopped.set()
             self.publish_status("stopped")
@@ -308,6 +340,11 @@ class Worker:
         state = self._current_state()
         limits = state.config.worker
         started = time.monotonic()
+        batch, late = self.inbox.expired(batch, started)
+        for message in late:
+            self._shed(message, f"waited {(started - message.received_at) * 1e3:.0f} ms in worker {self.worker_id}, "
+                                f"over its latency budget of {limits.latency_budget_ms:g} ms; retry later")
+        payload_bytes = sum(len(m.payload) for m in batch)
         requests: list[Request] = []
         owners: list[tuple[InboundMessage, Reply]] = []
         for message in batch:
@@ -349,6 +386,7 @@ class Worker:
             outcomes = self._service.predict(state, requests)
             for (message, reply), request, outcome in zip(owners, requests, outcomes, strict=True):
                 self._answer(message, reply, request.id, outcome, started)
+        self.inbox.served(payload_bytes, time.monotonic() - started)
 
     def _redelivered(self, message: InboundMessage, request_id: str | None) -> bool:
         """A broker redelivery (DUP) of a request this process already answered: acknowledge
@@ -428,13 +466,17 @@ class Worker:
         fallback = Reply(reply.tenant, reply.model, topics.errors_topic(reply.tenant), reply.codec)
         self._answer(request, fallback, peek_id(request.payload), error)
 
-    def _on_overflow(self, message: InboundMessage) -> None:
-        """Buffer full (called inside poll, on the serving thread): answer `overloaded` at once."""
+    def _on_message(self, message: InboundMessage) -> None:
+        """A request arrived (inside poll, serving thread): queue it; answer what is shed."""
+        for shed in self.inbox.offer(message):
+            self._shed(shed, f"worker {self.worker_id} cannot serve this within its latency budget "
+                             f"({len(self.inbox)} requests, {self.inbox.bytes} bytes queued); retry later")
+
+    def _shed(self, message: InboundMessage, why: str) -> None:
         state = self._state
         reply = resolve_reply(state, message) if state is not None else None
         if reply is None:
             self.metrics.dropped.inc()
             self.transport.acknowledge(message)
             return
-        error = Overloaded(f"worker {self.worker_id} has {self.config.worker.queue_size} requests queued; retry later")
-        self._answer(message, reply, peek_id(message.payload), error)
+        self._answer(message, reply, peek_id(message.payload), Overloaded(why))

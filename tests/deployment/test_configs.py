@@ -185,6 +185,24 @@ def test_grace_period_outlasts_the_worker_drain() -> None:
     assert grace >= config.worker.shutdown_grace_s + 5
 
 
+# Measured worker RSS with both shipped models loaded and the inbox empty: ~90 MiB; decoding
+# one batch of ~1 MiB messages and the runtime's buffers add ~140 MiB at most
+# (tests/reliability/test_fairness.py). The inbox's byte bound must fit beside that.
+WORKER_RSS_WITHOUT_QUEUE = 256 * 2**20
+
+
+def _mebibytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_worker_memory_bound_fits_the_pod_limit_with_headroom() -> None:
+    limits = worker_container(inference())["resources"]["limits"]
+    worker = server_config(BASE)[0].worker
+    bound = worker.queue_bytes + worker.max_message_bytes + WORKER_RSS_WITHOUT_QUEUE
+    assert bound <= 0.75 * _mebibytes(limits["memory"]), "queue_bytes leaves the pod no headroom"
+
+
 def test_seed_init_container_copies_from_where_the_image_keeps_models() -> None:
     workload = inference()
     (init,) = pod_spec(workload)["initContainers"]
@@ -247,8 +265,11 @@ def test_mosquitto_conf_has_the_required_directives() -> None:
     assert len(conf["plugin_opt_config_file"]) == 1
     assert int(conf["max_queued_messages"][0]) >= 10_000, "the default 1000 drops requests in a burst"
     assert int(conf["max_queued_bytes"][0]) > 0
-    assert int(conf["max_inflight_messages"][0]) >= server_config(BASE)[0].worker.max_inflight
-    assert int(conf["max_packet_size"][0]) > server_config(BASE)[0].worker.max_message_bytes
+    worker = server_config(BASE)[0].worker
+    # The workers speak MQTT 5: their Receive Maximum (not max_inflight_messages) sets what
+    # the broker hands them; it must let the whole backlog reach the worker's inbox.
+    assert worker.max_inflight == 65_535
+    assert int(conf["max_packet_size"][0]) > worker.max_message_bytes
     assert conf["log_dest"] == ["stdout"]
     text = extract_file(built_manifests(BASE), "ConfigMap", "mosquitto-config", "mosquitto.conf")
     assert re.search(r"^#.*max_inflight_messages", text, re.M), "the max_inflight_messages comment"

@@ -169,3 +169,29 @@ def test_an_answer_the_broker_refuses_goes_to_the_errors_topic(tmp_path: Path, r
             assert by_id["fine-1"].topic == "tenants/acme/models/lstm/responses" and _code(by_id["fine-1"]) == "ok"
             samples = prometheus_samples(worker.metrics.render().decode())
             assert sum_samples(samples, "inference_answers_refused_total") == 1
+
+
+# --------------------------------------------------------------------------- retained requests
+
+
+def test_a_retained_request_is_never_served_as_fresh_and_is_cleared(mosquitto: MosquittoBroker,
+                                                                     repository: Path) -> None:
+    handle = BrokerHandle.for_mosquitto(mosquitto)
+    with handle.probe(protocol="5") as tenant:
+        tenant.publish(LSTM, oip_request("stale-1", WINDOW), retain=True)  # before any worker subscribed
+        with running_worker(_config(mosquitto, repository)):
+            tenant.subscribe("tenants/acme/models/lstm/responses")
+            tenant.publish(LSTM, oip_request("live-retained", WINDOW), retain=True)
+            tenant.publish(LSTM, oip_request("fresh-1", WINDOW))
+            got = tenant.wait_for(2, timeout=20)
+            assert sorted((m.json()["id"], _code(m)) for m in got) == [
+                ("fresh-1", "ok"), ("live-retained", "retained_request")
+            ]
+            # The broker holds no retained request any more: a new subscriber gets only the marker.
+            with handle.probe(protocol="5") as late:
+                late.subscribe(LSTM)
+                tenant.publish(LSTM, b"marker-not-a-request")
+                first = late.wait_for(1, timeout=20)[0]
+                assert first.payload == b"marker-not-a-request" and not first.retain
+            tenant.wait_for(3, timeout=20)  # the marker's bad_json answer
+        assert not [m for m in tenant.messages if m.json().get("id") == "stale-1"]

@@ -5,6 +5,7 @@ serving code on a recording transport (no broker), so each case is exact."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ health: {{port: null}}
 
 
 def message(payload: bytes, *, topic: str = TOPIC, dup: bool = False, retain: bool = False) -> InboundMessage:
-    return InboundMessage(topic, payload, next(_mids), 1, None, None, 0.0, dup=dup, retain=retain)
+    return InboundMessage(topic, payload, next(_mids), 1, None, None, time.monotonic(), dup=dup, retain=retain)
 
 
 def answers(worker: Worker) -> list[tuple[str, str | None, str]]:
@@ -122,3 +123,9 @@ def test_a_retained_request_is_refused_once_per_delivery_and_counted(worker: Wor
     deletion = message(b"", retain=True)  # the broker echoes the clearing: acknowledged, not answered
     worker.handle_batch([deletion])
     assert len(answers(worker)) == 1 and worker.transport.acknowledged == [deletion.mid]  # type: ignore[attr-defined]
+
+
+def test_a_request_that_waited_past_the_latency_budget_is_answered_overloaded(worker: Worker) -> None:
+    stale = InboundMessage(TOPIC, oip_request("stale", WINDOW), next(_mids), 1, None, None, time.monotonic() - 60)
+    worker.handle_batch([stale, message(oip_request("fresh", WINDOW))])
+    assert sorted(answers(worker)) == [(RESPONSES, "fresh", "ok"), (RESPONSES, "stale", "overloaded")]
