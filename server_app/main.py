@@ -133,4 +133,4 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker(config, args.config)
     from server_app.supervisor import Supervisor
 
-    return Supervisor(args.config, config, args.workers).run()
+    return Supervisor(args.config, config, args.workers, log_level=args.log_level).run()

@@ -2,6 +2,10 @@
 
 Polling (default every second) plus an explicit trigger (SIGHUP). Loading and warming happen
 on this thread; the serving thread only swaps in the finished snapshot.
+
+Which settings a reload applies and which need a restart is decided in one table,
+:data:`RESTART_ONLY`; the README's configuration reference says the same for every key
+(checked by tests/server/test_reload_scope.py).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from server_app.config import ServerConfig, load_config
 from server_app.errors import ConfigError
 from server_app.repository import list_versions
@@ -19,9 +25,43 @@ from server_app.state import ServingState, StateBuilder
 
 log = logging.getLogger(__name__)
 
-# Settings read once at start-up; a reload that changes them is applied except for these.
-RESTART_ONLY = ("broker", "health", "log_level")
-RESTART_ONLY_WORKER = ("id", "queue_size", "max_inflight")
+# Settings a running worker reads once, at start-up (a whole section, or one key in it), and
+# why. Everything else takes effect on reload: models, tenants, the batching and message
+# limits (read per batch from the serving state), de-duplication (reconfigured on each new
+# state), shutdown_grace_s (read when draining starts), reload.* (read before each poll).
+RESTART_ONLY: dict[str, str] = {
+    "broker": "the MQTT connection, session and subscriptions are set up once",
+    "health": "the HTTP endpoint binds once",
+    "log_level": "logging is configured once per process",
+    "worker.id": "the MQTT client id and status topic",
+    "worker.queue_size": "the receive buffer is sized once",
+    "worker.max_inflight": "MQTT 5 Receive Maximum is sent in CONNECT",
+}
+
+
+def needs_restart(setting: str) -> bool:
+    """True when `setting` (a dotted key such as ``broker.port``) is read at start-up only."""
+    return any(setting == key or setting.startswith(key + ".") for key in RESTART_ONLY)
+
+
+def changed_settings(old: object, new: object, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, down to the leaves of nested sections."""
+    if isinstance(old, BaseModel) and isinstance(new, BaseModel) and type(old) is type(new):
+        keys: list[str] = list(type(old).model_fields)
+        pairs = [(key, getattr(old, key), getattr(new, key)) for key in keys]
+    elif isinstance(old, dict) and isinstance(new, dict):
+        pairs = [(str(key), old.get(key), new.get(key)) for key in sorted({*old, *new}, key=str)]
+    else:
+        return [prefix] if old != new else []
+    changed: list[str] = []
+    for key, before, after in pairs:
+        changed += changed_settings(before, after, f"{prefix}.{key}" if prefix else key)
+    return changed
+
+
+def restart_only_changes(old: ServerConfig, new: ServerConfig) -> list[str]:
+    """The changed settings a reload cannot apply (dotted keys, e.g. ``broker.port``)."""
+    return sorted(key for key in changed_settings(old, new) if needs_restart(key))
 
 
 class Reloader:
@@ -37,7 +77,9 @@ class Reloader:
         self._publish = publish
         self._on_result = on_result
         self._builder = StateBuilder()
-        self._config_digest = self._digest() if config_path is not None else ""
+        # Not the file's digest now: the file may have changed since `config` was read from it.
+        # The first poll reads the file and adopts it if it differs from `config`.
+        self._config_digest = ""
         self._repo_fingerprint: object = None
         self._wake = threading.Event()
         self.state: ServingState | None = None
@@ -71,12 +113,15 @@ class Reloader:
             log.error("config reload rejected, the previous config stays in force: %s", exc)
             self._on_result("config_rejected")
             return False
-        for key in RESTART_ONLY:
-            if getattr(config, key) != getattr(self._config, key):
-                log.warning("config reload: %r changed; it takes effect only after a restart", key)
-        for key in RESTART_ONLY_WORKER:
-            if getattr(config.worker, key) != getattr(self._config.worker, key):
-                log.warning("config reload: worker.%s changed; it takes effect only after a restart", key)
+        if config == self._config:  # the first look at the file, or an edit of comments only
+            self.config_error = None
+            return False
+        restart = restart_only_changes(self._config, config)
+        if restart:
+            log.warning(
+                "config reload: %s changed; this worker keeps the previous value%s until it is restarted",
+                ", ".join(restart), "s" if len(restart) > 1 else "",
+            )
         self._config = config
         self.config_error = None
         log.info("config reloaded from %s", self._config_path)

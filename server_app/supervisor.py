@@ -2,6 +2,11 @@
 
 Each worker gets a stable client id `<worker id>-<index>`, so a restarted worker resumes its
 persistent MQTT session and the broker redelivers what it had not acknowledged.
+
+Each worker process loads the config file itself (uvicorn style: the supervisor passes the
+path, never a parsed config), so a worker restarted after an edit serves the file as it is
+now. What the supervisor reads at its own start is only what it needs itself: the client ids
+(`worker.id`), the log level of its own lines; the grace period is read again at shutdown.
 """
 
 from __future__ import annotations
@@ -17,25 +22,45 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from server_app.config import ServerConfig
+from server_app.config import ServerConfig, load_config
+from server_app.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+CONFIG_ERROR_EXIT = 2
 
 
-def _worker_main(config: ServerConfig, config_path: Path, client_id: str, health_port: int | None) -> None:
+def worker_health_port(port: int | None, index: int) -> int | None:
+    """Worker `index` of a supervisor serves its health endpoint on `health.port + index`."""
+    if port is None:
+        return None
+    return 0 if port == 0 else port + index
+
+
+def _worker_main(config_path: Path, client_id: str, index: int, log_level: str | None) -> None:
+    """Entry point of a spawned worker process: load the config file now, then serve."""
     from server_app.main import configure_logging, run_worker
 
-    configure_logging(config.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        configure_logging(log_level or "INFO")
+        log.error("worker %s cannot start, the config file is invalid: %s", client_id, exc)
+        raise SystemExit(CONFIG_ERROR_EXIT) from None
+    configure_logging(log_level or config.log_level)
+    health_port = worker_health_port(config.health.port, index)
     raise SystemExit(run_worker(config, config_path, client_id=client_id, health_port=health_port))
 
 
 class Supervisor:
-    def __init__(self, config_path: Path, config: ServerConfig, workers: int) -> None:
+    def __init__(self, config_path: Path, config: ServerConfig, workers: int, log_level: str | None = None) -> None:
+        """`config` is the file as parsed at start: the supervisor takes the worker ids from it;
+        each worker loads `config_path` itself. `log_level` (--log-level) overrides the file's."""
         self._config_path = config_path
         self._config = config
+        self._log_level = log_level
         self._count = workers
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, multiprocessing.process.BaseProcess] = {}
@@ -44,16 +69,10 @@ class Supervisor:
         base = config.worker.resolved_id()
         self._ids = [f"{base}-{index}" for index in range(workers)]
 
-    def _health_port(self, index: int) -> int | None:
-        port = self._config.health.port
-        if port is None:
-            return None
-        return 0 if port == 0 else port + index
-
     def _spawn(self, index: int) -> None:
         process = self._context.Process(
             target=_worker_main,
-            args=(self._config, self._config_path, self._ids[index], self._health_port(index)),
+            args=(self._config_path, self._ids[index], index, self._log_level),
             name=self._ids[index],
         )
         process.start()
@@ -90,8 +109,15 @@ class Supervisor:
                 self._spawn(index)
         return self._shutdown()
 
+    def _grace_s(self) -> float:
+        """The workers drain for the shutdown_grace_s of the file as they loaded it: read it again."""
+        try:
+            return load_config(self._config_path).worker.shutdown_grace_s
+        except ConfigError:
+            return self._config.worker.shutdown_grace_s
+
     def _shutdown(self) -> int:
-        grace = self._config.worker.shutdown_grace_s
+        grace = self._grace_s()
         for process in self._processes.values():
             if process.is_alive():
                 process.terminate()  # SIGTERM: each worker drains gracefully
