@@ -27,14 +27,14 @@ log = logging.getLogger(__name__)
 
 # Settings a running worker reads once, at start-up (a whole section, or one key in it), and
 # why. Everything else takes effect on reload: models, tenants, the batching and message
-# limits (read per batch from the serving state), de-duplication (reconfigured on each new
-# state), shutdown_grace_s (read when draining starts), reload.* (read before each poll).
+# limits (read per batch from the serving state), the inbox limits and de-duplication
+# (reconfigured on each new state), shutdown_grace_s (read when draining starts), reload.*
+# (read before each poll).
 RESTART_ONLY: dict[str, str] = {
     "broker": "the MQTT connection, session and subscriptions are set up once",
     "health": "the HTTP endpoint binds once",
     "log_level": "logging is configured once per process",
     "worker.id": "the MQTT client id and status topic",
-    "worker.queue_size": "the receive buffer is sized once",
     "worker.max_inflight": "MQTT 5 Receive Maximum is sent in CONNECT",
 }
 

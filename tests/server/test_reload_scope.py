@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import typing
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from pydantic import BaseModel
 from server_app.config import ServerConfig, load_config
 from server_app.reload import RESTART_ONLY, Reloader, needs_restart, restart_only_changes
 from server_app.state import ServingState
-from tests.serving import REPO_ROOT, copy_model_repository, server_config_dict, write_config
+from tests.brokers import MosquittoBroker
+from tests.serving import REPO_ROOT, copy_model_repository, running_worker, server_config_dict, write_config
 
 # Keys of these mappings are names chosen by the operator; the README writes them so.
 PLACEHOLDERS = {"models": "<name>", "tenants": "<id>"}
@@ -118,12 +120,12 @@ def test_reload_changing_restart_only_settings_logs_one_warning_naming_them(
     reloader, published = _reloader(path)
     config["broker"]["port"] = 1884
     config["health"] = {"port": 9090}
-    config["worker"] = {"queue_size": 50, "max_batch": 8}
+    config["worker"] = {"max_inflight": 50, "max_batch": 8}
     write_config(path, config)
     with caplog.at_level(logging.INFO, logger="server_app.reload"):
         assert reloader.poll_once()
     (warning,) = _warnings(caplog)
-    assert "broker.port, health.port, worker.queue_size changed" in warning and "restart" in warning
+    assert "broker.port, health.port, worker.max_inflight changed" in warning and "restart" in warning
     assert "max_batch" not in warning
     assert published[-1].config.worker.max_batch == 8  # the reloadable part is applied
 
@@ -133,7 +135,9 @@ def test_reload_of_settings_a_worker_applies_logs_no_warning(
 ) -> None:
     path, config = setup
     reloader, published = _reloader(path)
-    config["worker"] = {"dedup_window_s": 5, "dedup_max_entries": 10, "shutdown_grace_s": 3, "max_delay_ms": 2}
+    config["worker"] = {
+        "dedup_window_s": 5, "dedup_max_entries": 10, "shutdown_grace_s": 3, "max_delay_ms": 2, "queue_size": 50,
+    }
     config["reload"] = {"poll_interval_s": 0.5}
     config["tenants"]["beta"] = {"models": ["lstm"]}
     write_config(path, config)
@@ -157,3 +161,34 @@ def test_first_poll_adopts_an_edit_made_after_the_config_was_read(setup: tuple[P
     assert reloader.poll_once()
     assert ("beta", "lstm") in published[-1].routes
     assert not reloader.poll_once()  # nothing new after that
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the worker.py lines of issue 10 bug 2 (Worker._after_swap reconfigures AnsweredRequests); "
+    "remove this marker with them",
+)
+def test_worker_applies_reloaded_dedup_settings(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    repository = copy_model_repository(tmp_path / "models", ("lstm",))
+    config = server_config_dict(
+        mosquitto.connect_host, mosquitto.port, repository, shared_group="inference",
+        models={"lstm": {"repository": str(repository / "lstm")}}, tenants={"acme": {"models": ["lstm"]}},
+    )  # fmt: skip
+    path = write_config(tmp_path / "server.yaml", config)
+    with running_worker(config, path) as worker:
+        config["worker"] = {"dedup_window_s": 7.0, "dedup_max_entries": 11, "shutdown_grace_s": 3.0}
+        write_config(path, config)
+        worker.reload_now()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = worker._state
+            if state is not None and state.config.worker.dedup_max_entries == 11:
+                break
+            time.sleep(0.05)
+        assert worker._state is not None and worker._state.config.worker.dedup_max_entries == 11
+        answered = worker._answered
+        assert (answered._window_s, answered._max_entries) == (7.0, 11)
