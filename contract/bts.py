@@ -21,9 +21,9 @@ Rules (also in ``data/README.md``):
   reading means the value did not change.
 * A window is ``window`` consecutive samples; its target is the next sample.
 
-Only numpy and pandas are imported (never TensorFlow). The module lives in ``client_app``
-because both container images ship that package, while the serving image (server and
-client) does not ship ``ml_training``.
+Only numpy and pandas are imported (never TensorFlow). The module lives in the shared
+``contract`` package, which both container images ship and which imports none of the
+server, client or trainer.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class BrokerConfig(BrokerSettings):
     host: str = Field("embedded", description='"embedded" starts amqtt on 127.0.0.1')
     shared_group: Name | None = "inference"
     embedded_auth_file: Path | None = Field(
-        None, description="embedded broker only: users and ACLs written by `python -m server_app.auth`"
+        None, description="embedded broker only: users and ACLs written by `python -m provisioning.broker_auth`"
     )
 
     @model_validator(mode="after")
