@@ -145,7 +145,10 @@ class Generator:
         cut = self.rng.randrange(1, len(good))
         bad_bytes = self.rng.choice([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80"])
         payload = good[:cut] + bad_bytes + good[cut:]
-        return Bad("invalid_utf8", FUZZ_REQUESTS, payload, None, "bad_json", _responses("fuzz"))
+        # The answer carries the id when the payload starts with it intact (read without parsing).
+        intact = cut >= len(b'{"id":"' + request_id.encode() + b'"')
+        return Bad("invalid_utf8", FUZZ_REQUESTS, payload, request_id if intact else None, "bad_json",
+                   _responses("fuzz"))
 
     def deep_json(self) -> Bad:
         depth = self.rng.choice([300, 1000, 1100, 5000, 30_000])
@@ -175,7 +178,7 @@ class Generator:
         data: Any = _valid_window(self.rng)
         shape: Any
         if choice == 0:
-            shape = [1, 6]
+            shape = [6]  # ([1, 6] is valid: one feature implied)
         elif choice == 1:
             shape = [1, 6, 1, 1]
         elif choice == 2:
@@ -217,7 +220,7 @@ class Generator:
         elif choice == 1:
             data = {"0": 1.0}
         elif choice == 2:
-            data = [[v] for v in window]  # nested: not a flat list
+            data = [[v] for v in window]  # nested as [6, 1], but the shape is [1, 6, 1]
         elif choice == 3:
             data = [*window[:5], "abc"]
         elif choice == 4:
@@ -231,8 +234,11 @@ class Generator:
         if choice == 7 and self.rng.random() < 0.5:
             payload = _request(request_id, [1, 6, 1], window)
             body = orjson.loads(payload)
-            body["inputs"][0]["datatype"] = self.rng.choice(["INT8", "BYTES", "", 5, None])
+            datatype = self.rng.choice(["INT8", "BYTES", "", 5, None])
+            body["inputs"][0]["datatype"] = datatype
             payload = orjson.dumps(body)
+            if not isinstance(datatype, str):  # the specification's datatype is a string
+                return Bad("wrong_types", FUZZ_REQUESTS, payload, request_id, "invalid_request", _responses("fuzz"))
         else:
             payload = _request(request_id, [1, 6, 1], data)
         return Bad("wrong_types", FUZZ_REQUESTS, payload, request_id, "invalid_window", _responses("fuzz"))
@@ -290,7 +296,7 @@ class Generator:
 
     def bad_id(self) -> Bad:
         tensor = {"shape": [1, 6, 1], "data": _valid_window(self.rng)}
-        request_id = self.rng.choice([None, "", "x" * 257, {"a": 1}, [1], True, 1.5])
+        request_id = self.rng.choice([None, "x" * 257, {"a": 1}, [1], True, 1.5])
         body: dict[str, Any] = {"inputs": [tensor]}
         if request_id is not None or self.rng.random() < 0.5:
             body["id"] = request_id
@@ -502,19 +508,20 @@ def test_fuzz_ten_thousand_bad_payloads_with_valid_traffic_alongside(
             )
             continue
         for body in bodies:
-            assert set(body) == {"id", "error"}, body
-            assert body["error"]["code"] in ERROR_CODES and isinstance(body["error"]["message"], str), body
-            assert body["error"]["message"], body
+            assert set(body) <= {"id", "error", "parameters"} and set(body["parameters"]) == {"code"}, body
+            assert "id" not in body or isinstance(body["id"], str), "an absent id is omitted, never null"
+            assert body["parameters"]["code"] in ERROR_CODES and isinstance(body["error"], str), body
+            assert body["error"], body
     answers_by_id: dict[str, list[tuple[str, str]]] = defaultdict(list)
     anonymous: Counter[tuple[str, str]] = Counter()
     for topic, bodies in by_topic.items():
         if topic.startswith("tenants/good/"):
             continue
         for body in bodies:
-            if body["id"] is None:
-                anonymous[(topic, body["error"]["code"])] += 1
+            if "id" not in body:
+                anonymous[(topic, body["parameters"]["code"])] += 1
             else:
-                answers_by_id[str(body["id"])].append((topic, body["error"]["code"]))
+                answers_by_id[str(body["id"])].append((topic, body["parameters"]["code"]))
     mismatches = []
     expected_anonymous: Counter[tuple[str, str]] = Counter()
     for bad in answerable:
@@ -528,7 +535,9 @@ def test_fuzz_ten_thousand_bad_payloads_with_valid_traffic_alongside(
     unexpected_ids = set(answers_by_id) - {b.request_id for b in answerable if b.request_id}
 
     categories = Counter(b.category for b in bads)
-    codes = Counter(b["error"]["code"] for t, bs in by_topic.items() if not t.startswith("tenants/good/") for b in bs)
+    codes = Counter(
+        b["parameters"]["code"] for t, bs in by_topic.items() if not t.startswith("tenants/good/") for b in bs
+    )
     figures = {
         "bad_messages": len(bads),
         "valid_messages": len(good_ids),
