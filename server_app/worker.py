@@ -205,6 +205,7 @@ class Worker:
         self._service.forget_tenants_except(set(state.config.tenants))
         limits = state.config.worker
         self.inbox.configure(**inbox_limits(limits))
+        self._answered.configure(limits.dedup_window_s, limits.dedup_max_entries)
         if previous is not None:  # start() announces the first state once connected
             self.publish_status("serving")
         log.info("serving %s", orjson.dumps(state.describe()).decode())
@@ -281,8 +282,10 @@ class Worker:
             return
         self._stop.set()
         self._reloader.trigger()
+        state = self._state  # the grace period of the config now served
+        grace = (state.config if state is not None else self.config).worker.shutdown_grace_s
         for thread in self._threads:
-            thread.join(timeout=self.config.worker.shutdown_grace_s + 5.0)
+            thread.join(timeout=grace + 5.0)
         if self._health is not None:
             self._health.stop()
         log.info("worker %s stopped", self.worker_id)
@@ -310,7 +313,7 @@ class Worker:
                     if not drain_deadline:
                         log.info("draining: unsubscribing and answering %d queued requests", len(self.inbox))
                         transport.stop_receiving()
-                        drain_deadline = now + self.config.worker.shutdown_grace_s
+                        drain_deadline = now + state.config.worker.shutdown_grace_s
                         quiet_until = now + 0.2  # requests already on the wire still arrive
                     if now >= quiet_until and not self.inbox and transport.idle:
                         break

@@ -167,11 +167,6 @@ def test_first_poll_adopts_an_edit_made_after_the_config_was_read(setup: tuple[P
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the worker.py lines of issue 10 bug 2 (Worker._after_swap reconfigures AnsweredRequests); "
-    "remove this marker with them",
-)
 def test_worker_applies_reloaded_dedup_settings(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     repository = copy_model_repository(tmp_path / "models", ("lstm",))
     config = server_config_dict(
