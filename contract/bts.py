@@ -7,8 +7,9 @@ Rules (also in ``data/README.md``):
 * Columns ``station_id, parameter_id, reading_time, value`` are required (header names are
   matched case-insensitively after stripping spaces; extra columns are ignored; blank
   lines are skipped). On every row ``station_id`` and ``parameter_id`` are integers,
-  ``value`` a finite number, ``reading_time`` either unix seconds (integer or decimal, may
-  be negative) or an ISO 8601 time (UTC when it has no offset). Errors name the file, the
+  ``value`` a finite number, ``reading_time`` either Unix time (integer or decimal, may
+  be negative; s, ms, us or ns, detected per file or given as ``time_unit``) or an ISO
+  8601 time (UTC when it has no offset). Errors name the file, the
   line (the header is line 1) and the column.
 * Several files are read in the order given, as if concatenated.
 * Rows are filtered by parameter and stations, then sorted by time per station.
@@ -82,11 +83,18 @@ class Segment:
 # --------------------------------------------------------------------------- reading CSV
 
 
-def load_csvs(paths: Sequence[Path | str]) -> Readings:
-    """Read and validate CSV files in the BTS schema, concatenated in the given order."""
+def load_csvs(paths: Sequence[Path | str], time_unit: str = "auto") -> Readings:
+    """Read and validate CSV files in the BTS schema, concatenated in the given order.
+
+    ``time_unit``: the unit of numeric ``reading_time`` values, ``s``, ``ms``, ``us`` or ``ns``
+    since the Unix epoch, or ``auto`` (per file, from the magnitude: seconds up to 1e11, i.e.
+    until the year 5138; then ms, us, ns).
+    """
     if not paths:
         raise DataError("no data files given")
-    parts = [_read_csv(Path(p)) for p in paths]
+    if time_unit not in TIME_UNITS and time_unit != "auto":
+        raise DataError(f"unknown time unit {time_unit!r}; choose from auto, {', '.join(TIME_UNITS)}")
+    parts = [_read_csv(Path(p), time_unit) for p in paths]
     return Readings(
         station_id=np.concatenate([p[0] for p in parts]),
         parameter_id=np.concatenate([p[1] for p in parts]),
@@ -98,6 +106,7 @@ def load_csvs(paths: Sequence[Path | str]) -> Readings:
 
 def _read_csv(
     path: Path,
+    time_unit: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, SourceFile]:
     label = str(path)
     try:
@@ -149,7 +158,7 @@ def _read_csv(
 
     station = _integers(label, frame, lines, "station_id")
     parameter = _integers(label, frame, lines, "parameter_id")
-    times = _times(label, frame, lines)
+    times = _times(label, frame, lines, time_unit)
     values = _finite(label, frame, lines, "value")
     return station, parameter, times, values, SourceFile(label, digest, len(frame))
 
@@ -192,10 +201,25 @@ def _integers(label: str, frame: pd.DataFrame, lines: np.ndarray, column: str) -
     return numbers.astype(np.int64)
 
 
-def _times(label: str, frame: pd.DataFrame, lines: np.ndarray) -> np.ndarray:
+TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+_LARGEST_SECONDS = 1e11  # year 5138: a larger number is not Unix seconds
+
+
+def _times(label: str, frame: pd.DataFrame, lines: np.ndarray, time_unit: str = "auto") -> np.ndarray:
     column = "reading_time"
     seconds = _numeric(frame, column)
-    text = ~np.isfinite(seconds)
+    numeric = np.isfinite(seconds)
+    if numeric.any():
+        largest = float(np.max(np.abs(seconds[numeric])))
+        unit = time_unit
+        if unit == "auto":
+            unit = next((u for u, per_s in TIME_UNITS.items() if largest < _LARGEST_SECONDS * per_s), "")
+        if not unit or largest >= _LARGEST_SECONDS * TIME_UNITS[unit]:
+            bad = numeric & (np.abs(seconds) >= _LARGEST_SECONDS * TIME_UNITS[unit or "ns"])
+            given = f"Unix time in {unit}" if time_unit != "auto" else "Unix time in s, ms, us or ns"
+            raise _bad(label, lines, bad, column, f"out of range for {given} (or an ISO 8601 time)", frame)
+        seconds[numeric] = seconds[numeric] / TIME_UNITS[unit]
+    text = ~numeric
     if text.any():
         raw = frame[column][text]
         parsed = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")

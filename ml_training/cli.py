@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="input readings per forecast (default: 6)",
     )
     parser.add_argument(
+        "--time-unit",
+        choices=("auto", "s", "ms", "us", "ns"),
+        default="auto",
+        help="unit of numeric reading_time values (Unix time); auto: detected per file from the "
+        "magnitude (default: auto)",
+    )
+    parser.add_argument(
         "--horizon",
         type=_positive_int,
         default=1,
@@ -236,6 +243,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         parameter=args.parameter,
         window=args.window,
         horizon=args.horizon,
+        time_unit=args.time_unit,
         epochs=args.epochs,
         batch_size=args.batch_size,
         patience=args.patience,

@@ -177,10 +177,10 @@ def _training_errors() -> Iterator[None]:
         raise DataError(str(exc)) from None
 
 
-def load_csvs(paths: Sequence[Path | str]) -> Readings:
+def load_csvs(paths: Sequence[Path | str], time_unit: str = "auto") -> Readings:
     """Read and validate CSV files in the BTS schema, concatenated in the given order."""
     with _training_errors():
-        return bts.load_csvs(paths)
+        return bts.load_csvs(paths, time_unit)
 
 
 def select(readings: Readings, config: DataConfig) -> tuple[list[Segment], tuple[int, ...], int, int]:

@@ -27,6 +27,7 @@ class Options:
     parameter: int = 122
     window: int = 6
     horizon: int = 1
+    time_unit: str = "auto"
     epochs: int = 30
     batch_size: int = 64
     patience: int = 5

@@ -98,7 +98,7 @@ def run(options: Options, write: Write | None = None) -> TrainingResult:
 
     export.check_repository(options.repository, options.model_name)
 
-    readings = data_mod.load_csvs(options.data)
+    readings = data_mod.load_csvs(options.data, options.time_unit)
     dataset = data_mod.prepare(readings, options.data_config())
     norm = Normalization.fit(options.normalization, dataset.train_values)
     _describe_data(say, dataset, norm)
