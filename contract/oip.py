@@ -67,10 +67,15 @@ def peek_id(payload: bytes) -> str | None:
         return None
 
 
-def load_json_object(payload: bytes, max_bytes: int, what: str) -> dict[str, Any]:
-    """Size check first (an oversize payload is never parsed), then JSON, then an object."""
+def check_size(payload: bytes, max_bytes: int) -> None:
+    """An oversize payload is refused without being parsed (its id read from its start)."""
     if len(payload) > max_bytes:
         raise TooLarge(f"message of {len(payload)} bytes, the limit is {max_bytes}", peek_id(payload))
+
+
+def load_json_object(payload: bytes, max_bytes: int, what: str) -> dict[str, Any]:
+    """Size check first (an oversize payload is never parsed), then JSON, then an object."""
+    check_size(payload, max_bytes)
     try:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:

@@ -55,7 +55,10 @@ class FairInbox:
         self._queues: OrderedDict[str, _TenantQueue] = OrderedDict()  # round-robin order
         self._count = 0
         self._bytes = 0
-        self._seconds_per_byte = 0.0  # measured by `served`; 0 until the first batch
+        # Service time per payload byte: the ratio of moving averages of batch seconds and batch
+        # bytes (a ratio of sums, so that many small batches do not dwarf the large ones).
+        self._avg_seconds = 0.0
+        self._avg_bytes = 0.0
 
     def configure(self, *, max_messages: int, max_bytes: int, latency_budget_s: float) -> None:
         """Reloaded limits apply to the next arrivals; nothing queued is shed for them."""
@@ -70,7 +73,9 @@ class FairInbox:
 
     @property
     def expected_wait_s(self) -> float:
-        return self._bytes * self._seconds_per_byte
+        if self._avg_bytes <= 0.0:
+            return 0.0  # nothing measured yet
+        return self._bytes * self._avg_seconds / self._avg_bytes
 
     def offer(self, message: InboundMessage) -> list[InboundMessage]:
         """Queue a message; return what must be shed to stay within bounds (maybe itself)."""
@@ -137,8 +142,8 @@ class FairInbox:
         """Measured service time of a batch: the basis of the expected wait."""
         if payload_bytes <= 0:
             return
-        sample = seconds / payload_bytes
-        if self._seconds_per_byte == 0.0:
-            self._seconds_per_byte = sample
+        if self._avg_bytes == 0.0:
+            self._avg_seconds, self._avg_bytes = seconds, float(payload_bytes)
         else:
-            self._seconds_per_byte += EWMA_WEIGHT * (sample - self._seconds_per_byte)
+            self._avg_seconds += EWMA_WEIGHT * (seconds - self._avg_seconds)
+            self._avg_bytes += EWMA_WEIGHT * (payload_bytes - self._avg_bytes)

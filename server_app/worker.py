@@ -19,8 +19,16 @@ import orjson
 
 from contract import topics
 from contract.codecs import OIP, TUTORIAL, Codec
-from contract.errors import AnswerRefused, InternalError, InvalidRequest, Overloaded, RequestError, RetainedRequest
-from contract.oip import peek_id
+from contract.errors import (
+    AnswerRefused,
+    InternalError,
+    InvalidRequest,
+    Overloaded,
+    RequestError,
+    RetainedRequest,
+    TooLarge,
+)
+from contract.oip import check_size, peek_id
 from server_app.client_ids import worker_client_id
 from server_app.config import BrokerConfig, ServerConfig, WorkerConfig
 from server_app.health import HealthServer
@@ -470,7 +478,17 @@ class Worker:
         self._answer(request, fallback, peek_id(request.payload), error)
 
     def _on_message(self, message: InboundMessage) -> None:
-        """A request arrived (inside poll, serving thread): queue it; answer what is shed."""
+        """A request arrived (inside poll, serving thread): queue it; answer what is shed.
+        An oversize payload is refused at once: it costs nothing to refuse and would crowd the queue."""
+        state = self._state
+        if state is not None and len(message.payload) > state.config.worker.max_message_bytes:
+            reply = resolve_reply(state, message)
+            if reply is not None:
+                try:
+                    check_size(message.payload, state.config.worker.max_message_bytes)
+                except TooLarge as error:
+                    self._answer(message, reply, error.request_id, error)
+                    return
         for shed in self.inbox.offer(message):
             self._shed(shed, f"worker {self.worker_id} cannot serve this within its latency budget "
                              f"({len(self.inbox)} requests, {self.inbox.bytes} bytes queued); retry later")
