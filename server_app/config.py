@@ -134,6 +134,11 @@ class HealthConfig(Strict):
         "(Kubernetes: POD_IP from the downward API); `host` is the fallback",
     )
     port: int | None = Field(8080, ge=0, le=65535, description="null disables the HTTP endpoint")
+    broker_stats: bool = Field(
+        True,
+        description="export the broker's $SYS/broker counters (dropped messages, clients, store) as "
+        "mqtt_broker_* metrics, read on a second connection (server_app.broker_stats)",
+    )
 
     @model_validator(mode="before")
     @classmethod
