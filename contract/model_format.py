@@ -137,13 +137,14 @@ class Normalization(BaseModel):
             )
         return Normalization(method=method, offset=mean, scale=scale)
 
+    # Python floats are "weak" scalars (NumPy 2): float32 arrays stay float32, float64 stay float64.
     def normalize(self, raw: np.ndarray) -> np.ndarray:
-        array = _floats(raw)
-        return (array - array.dtype.type(self.offset)) / array.dtype.type(self.scale)
+        result: np.ndarray = (_floats(raw) - self.offset) / self.scale
+        return result
 
     def denormalize(self, normalized: np.ndarray) -> np.ndarray:
-        array = _floats(normalized)
-        return array * array.dtype.type(self.scale) + array.dtype.type(self.offset)
+        result: np.ndarray = _floats(normalized) * self.scale + self.offset
+        return result
 
     def to_dict(self) -> dict[str, Any]:
         """The `normalization` section of metadata.json."""
@@ -151,6 +152,8 @@ class Normalization(BaseModel):
 
 
 def _floats(values: np.ndarray) -> np.ndarray:
+    if isinstance(values, np.ndarray) and (values.dtype == np.float32 or values.dtype == np.float64):
+        return values
     array = np.asarray(values)
     return array if array.dtype in (np.float32, np.float64) else array.astype(np.float64)
 
