@@ -10,15 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import orjson
 
 from contract import topics
-from contract.codecs import OIP, TUTORIAL, Codec
 from contract.errors import (
     AnswerRefused,
     InternalError,
@@ -29,119 +25,24 @@ from contract.errors import (
     TooLarge,
 )
 from contract.oip import check_size, peek_id
+from server_app.batching import InboxSource, collect_batch, inbox_limits
+from server_app.broker_stats import BrokerStats
 from server_app.client_ids import worker_client_id
-from server_app.config import BrokerConfig, ServerConfig, WorkerConfig
+from server_app.config import BrokerConfig, ServerConfig
 from server_app.health import HealthServer
 from server_app.inbox import FairInbox
 from server_app.limits import AnsweredRequests
 from server_app.metrics import Metrics
 from server_app.mqtt import InboundMessage, MqttTransport
 from server_app.reload import Reloader
+from server_app.routing import Reply, resolve_reply, subscriptions
 from server_app.service import InferenceService, Outcome, Prediction, Request
 from server_app.state import ServingState
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_STALE_S = 30.0
-IDLE_POLL_S = 0.05  # how long the serving loop waits on the socket when it has nothing to do
 UNKNOWN_LABEL = "<unknown>"
-
-
-@dataclass(slots=True)
-class Reply:
-    """Where the answer to one inbound message goes, and in which format."""
-
-    tenant: str
-    model: str | None
-    topic: str
-    codec: Codec
-
-
-def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
-    """Tenant, model and answer topic of a message, from its topic alone (never the payload)."""
-    parsed = topics.parse_request_topic(message.topic)
-    if parsed is not None:
-        wanted = message.response_topic
-        # A v5 response topic is honoured only inside the tenant's own namespace.
-        if wanted and topics.answer_topic_allowed(parsed.tenant, wanted):
-            topic = wanted
-        else:
-            topic = topics.response_topic(parsed.tenant, parsed.model)
-        return Reply(parsed.tenant, parsed.model, topic, OIP)
-    for name, tenant in state.config.tenants.items():
-        if tenant.format == "tutorial" and tenant.in_queue == message.topic and tenant.out_queue is not None:
-            return Reply(name, tenant.models[0], tenant.out_queue, TUTORIAL)
-    owner = topics.tenant_of_topic(message.topic)
-    if owner is not None:
-        return Reply(owner, None, topics.errors_topic(owner), OIP)
-    return None
-
-
-class BatchSource(Protocol):
-    """What collect_batch needs of a transport (a fake in tests)."""
-
-    def poll(self, timeout: float) -> None: ...
-
-    def take(self, limit: int) -> list[InboundMessage]: ...
-
-    @property
-    def buffered(self) -> int: ...
-
-
-def collect_batch(
-    source: BatchSource, max_batch: int, max_delay_s: float, clock: Callable[[], float] = time.monotonic
-) -> list[InboundMessage]:
-    """One micro-batch: what has arrived (up to max_batch); with max_delay_s > 0, keep reading
-    until the batch is full or max_delay_s has passed since its first message arrived."""
-    source.poll(0.0 if source.buffered else IDLE_POLL_S)
-    batch = source.take(max_batch)
-    if not batch or max_delay_s <= 0:
-        return batch
-    deadline = batch[0].received_at + max_delay_s
-    while len(batch) < max_batch:
-        remaining = deadline - clock()
-        if remaining <= 0:
-            break
-        source.poll(remaining)
-        batch += source.take(max_batch - len(batch))
-    return batch
-
-
-class InboxSource:
-    """What collect_batch reads: the transport's socket, and the fair inbox it fills."""
-
-    def __init__(self, transport: MqttTransport, inbox: FairInbox, max_batch_bytes: int) -> None:
-        self.transport = transport
-        self.inbox = inbox
-        self.max_batch_bytes = max_batch_bytes
-
-    def poll(self, timeout: float) -> None:
-        self.transport.poll(timeout)
-
-    def take(self, limit: int) -> list[InboundMessage]:
-        return self.inbox.take(limit, self.max_batch_bytes)
-
-    @property
-    def buffered(self) -> int:
-        return len(self.inbox)
-
-
-def inbox_limits(limits: WorkerConfig) -> dict[str, Any]:
-    return {
-        "max_messages": limits.queue_size,
-        "max_bytes": limits.queue_bytes,
-        "latency_budget_s": limits.latency_budget_ms / 1000.0,
-    }
-
-
-def subscriptions(config: ServerConfig, group: str | None) -> list[str]:
-    filters = [topics.subscription_filter(topics.REQUEST_FILTER, group)]
-    filters += sorted(
-        topics.subscription_filter(t.in_queue, group)
-        for t in config.tenants.values()
-        if t.format == "tutorial" and t.in_queue
-    )
-    return filters
 
 
 class Worker:
@@ -183,6 +84,13 @@ class Worker:
             will_payload=orjson.dumps({"worker": self.worker_id, "state": "offline"}),
             on_subscribed=lambda: self.publish_status("serving"),
             on_refused=self._on_answer_refused,
+        )
+        # The broker's own counters ($SYS: dropped messages) on a second connection, exported on
+        # /metrics; off without an HTTP endpoint (nobody could read them).
+        self._broker_stats = (
+            BrokerStats(self._broker, self.transport.client_id + "-sys", self.metrics.registry)
+            if config.health.broker_stats and self._health_port is not None
+            else None
         )
         self._health: HealthServer | None = None
         self._threads: list[threading.Thread] = []
@@ -269,6 +177,8 @@ class Worker:
             self._health.start()
         # The "serving" status goes out once the broker confirms the subscription (on_subscribed).
         self.transport.start(subscriptions(state.config, self._broker.shared_group))
+        if self._broker_stats is not None:
+            self._broker_stats.start()
         serving = threading.Thread(target=self._serve, name="serving", daemon=True)
         reloading = threading.Thread(target=self._reloader.run, args=(self._stop,), name="reload", daemon=True)
         self._threads = [serving, reloading]
@@ -294,6 +204,8 @@ class Worker:
         grace = (state.config if state is not None else self.config).worker.shutdown_grace_s
         for thread in self._threads:
             thread.join(timeout=grace + 5.0)
+        if self._broker_stats is not None:
+            self._broker_stats.stop()
         if self._health is not None:
             self._health.stop()
         log.info("worker %s stopped", self.worker_id)
