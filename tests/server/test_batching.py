@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from server_app.batching import collect_batch
 from server_app.config import parse_config
 from server_app.mqtt import InboundMessage
 from server_app.service import InferenceService, Prediction, Request
 from server_app.state import StateBuilder
-from server_app.batching import collect_batch
 from tests.serving import copy_model_repository, windows_from_sample
 
 
