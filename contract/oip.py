@@ -187,31 +187,28 @@ def encode_response(
     parameters: dict[str, Any],
 ) -> bytes:
     """Server side: forecasts [n, outputs] -> an inference response."""
-    body: dict[str, Any] = {
-        "model_name": model_name,
-        "model_version": str(model_version),
-        "outputs": [
-            {
-                "name": OUTPUT_NAME,
-                "shape": list(forecasts.shape),
-                "datatype": "FP32",
-                # float32 straight from numpy: no list of Python floats, shortest exact text
-                "data": np.ascontiguousarray(forecasts, dtype=np.float32).ravel(),
-            }
-        ],
-        "parameters": parameters,
-    }
-    if request_id is not None:
-        body["id"] = request_id
+    body: dict[str, Any] = {} if request_id is None else {"id": request_id}  # the id first: readable unparsed
+    body["model_name"] = model_name
+    body["model_version"] = str(model_version)
+    body["outputs"] = [
+        {
+            "name": OUTPUT_NAME,
+            "shape": list(forecasts.shape),
+            "datatype": "FP32",
+            # float32 straight from numpy: no list of Python floats, shortest exact text
+            "data": np.ascontiguousarray(forecasts, dtype=np.float32).ravel(),
+        }
+    ]
+    body["parameters"] = parameters
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def encode_error(request_id: str | None, error: RequestError, parameters: dict[str, Any] | None = None) -> bytes:
     """`{"id", "error": "<message>", "parameters": {"code": ...}}`: the specification's error
     body (`error` is a string) with the machine-readable code where the protocol puts extras."""
-    body: dict[str, Any] = {"error": error.message, "parameters": {"code": error.code, **(parameters or {})}}
-    if request_id is not None:
-        body["id"] = request_id
+    body: dict[str, Any] = {} if request_id is None else {"id": request_id}
+    body["error"] = error.message
+    body["parameters"] = {"code": error.code, **(parameters or {})}
     return orjson.dumps(body)
 
 

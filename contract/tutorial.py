@@ -61,9 +61,9 @@ def encode_response(model_name: str, forecast: float) -> bytes:
 
 def encode_error(request_id: str | None, error: RequestError) -> bytes:
     """The same error body as the Open Inference Protocol's (the tutorial had none)."""
-    body: dict[str, Any] = {"error": error.message, "parameters": {"code": error.code}}
-    if request_id is not None:
-        body["id"] = request_id
+    body: dict[str, Any] = {} if request_id is None else {"id": request_id}
+    body["error"] = error.message
+    body["parameters"] = {"code": error.code}
     return orjson.dumps(body)
 
 

@@ -183,7 +183,10 @@ def test_peek_id_reads_only_a_leading_id(payload: bytes, expected: str | None) -
 def test_responses_validate_against_the_specification() -> None:
     forecasts = np.array([[1.5], [2.5]], dtype=np.float32)
     for request_id in ("r1", None):
-        body = orjson.loads(oip.encode_response(request_id, "lstm", 3, forecasts, {"tenant": "acme"}))
+        payload = oip.encode_response(request_id, "lstm", 3, forecasts, {"tenant": "acme"})
+        body = orjson.loads(payload)
+        if request_id is not None:  # the id leads, so clients (and peek_id) read it without parsing
+            assert oip.peek_id(payload) == request_id
         INFERENCE_RESPONSE.validate(body)
         assert ("id" in body) == (request_id is not None)  # never "id": null
         assert body["model_version"] == "3"
@@ -192,7 +195,9 @@ def test_responses_validate_against_the_specification() -> None:
 
 @pytest.mark.parametrize("request_id", ["r1", None])
 def test_error_answers_validate_and_keep_a_machine_readable_code(request_id: str | None) -> None:
-    body = orjson.loads(oip.encode_error(request_id, InvalidWindow("window too short")))
+    payload = oip.encode_error(request_id, InvalidWindow("window too short"))
+    assert oip.peek_id(payload) == request_id
+    body = orjson.loads(payload)
     INFERENCE_ERROR_RESPONSE.validate(body)
     assert body["error"] == "window too short"
     assert body["parameters"]["code"] == "invalid_window" and body["parameters"]["code"] in ERROR_CODES
