@@ -118,7 +118,9 @@ def test_message_size_and_windows_limits_answer_too_large(mosquitto: MosquittoBr
 def test_non_numbers_in_data_are_invalid_window(mosquitto: MosquittoBroker, repository: Path, data: list[Any]) -> None:
     """Only JSON numbers are window values. (Found here: ``np.array(data, dtype=np.float32)`` coerced
     JSON ``true`` to 1.0 and numeric strings such as ``"10.5"`` to numbers; fixed in 83316ec.)"""
-    payload = orjson.dumps({"id": "typed", "inputs": [{"shape": [1, 6, 1], "datatype": "FP32", "data": data}]})
+    payload = orjson.dumps(
+        {"id": "typed", "inputs": [{"name": "w", "shape": [1, 6, 1], "datatype": "FP32", "data": data}]}
+    )
     with (
         running_worker(_config(mosquitto, repository)),
         MqttProbe(mosquitto.host, mosquitto.port, protocol="5").connect() as probe,
