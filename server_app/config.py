@@ -151,6 +151,16 @@ class HealthConfig(Strict):
         return data
 
 
+class ServingPolicy(Strict):
+    """What a running worker serves, and what a reload may change: models, tenants, and the
+    worker's batching and limits. The serving state holds this; the start-up settings (broker,
+    health, log level, worker.id, worker.max_inflight) stay with the process that read them."""
+
+    models: dict[Name, ModelConfig]
+    tenants: dict[Name, TenantConfig]
+    worker: WorkerConfig
+
+
 class ServerConfig(Strict):
     broker: BrokerConfig = Field(default_factory=lambda: BrokerConfig())
     models: dict[Name, ModelConfig] = Field(min_length=1)
@@ -177,6 +187,10 @@ class ServerConfig(Strict):
                 seen_queues[tenant.in_queue] = tenant_id
         return self
 
+
+    @property
+    def policy(self) -> ServingPolicy:
+        return ServingPolicy(models=self.models, tenants=self.tenants, worker=self.worker)
 
 def parse_config(text: str, source: str = "<config>") -> ServerConfig:
     """Validate config text (YAML or JSON); raise ConfigError naming the source and field."""

@@ -134,7 +134,7 @@ class Reloader:
         if not config_changed and fingerprint == self._repo_fingerprint and self.state is not None:
             return False
         self._repo_fingerprint = fingerprint
-        new_state = self._builder.build(self._config, self.state)
+        new_state = self._builder.build(self._config.policy, self.state)
         changed = (
             self.state is None
             or config_changed

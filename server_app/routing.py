@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from contract import topics
 from contract.codecs import OIP, TUTORIAL, Codec
-from server_app.config import ServerConfig
+from server_app.config import ServingPolicy
 from server_app.mqtt import InboundMessage
 from server_app.state import ServingState
 
@@ -32,7 +32,7 @@ def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
         else:
             topic = topics.response_topic(parsed.tenant, parsed.model)
         return Reply(parsed.tenant, parsed.model, topic, OIP)
-    for name, tenant in state.config.tenants.items():
+    for name, tenant in state.policy.tenants.items():
         if tenant.format == "tutorial" and tenant.in_queue == message.topic and tenant.out_queue is not None:
             return Reply(name, tenant.models[0], tenant.out_queue, TUTORIAL)
     owner = topics.tenant_of_topic(message.topic)
@@ -41,11 +41,11 @@ def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
     return None
 
 
-def subscriptions(config: ServerConfig, group: str | None) -> list[str]:
+def subscriptions(policy: ServingPolicy, group: str | None) -> list[str]:
     filters = [topics.subscription_filter(topics.REQUEST_FILTER, group)]
     filters += sorted(
         topics.subscription_filter(t.in_queue, group)
-        for t in config.tenants.values()
+        for t in policy.tenants.values()
         if t.format == "tutorial" and t.in_queue
     )
     return filters

@@ -51,7 +51,7 @@ class InferenceService:
             raise InvalidWindow(
                 f"window must have {length} steps of {features} feature(s), got {got_length} of {got_features}"
             )
-        tenant = state.config.tenants[request.tenant]
+        tenant = state.policy.tenants[request.tenant]
         cost = request.windows.shape[0]
         capacity = self._limiter.capacity(tenant.rate_limit_per_s, tenant.burst)
         if cost > capacity:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.errors import ModelNotAllowed, UnknownModel, UnknownTenant
-from server_app.config import ServerConfig
+from server_app.config import ServingPolicy
 from server_app.errors import ModelLoadError
 from server_app.repository import VersionFolder, list_versions
 from server_app.runtime import LoadedModel, load_model_version
@@ -22,14 +22,14 @@ log = logging.getLogger(__name__)
 ModelKey = tuple[str, int]
 
 
-def model_max_batch(config: ServerConfig, name: str) -> int:
+def model_max_batch(policy: ServingPolicy, name: str) -> int:
     """Most windows of model `name` per invoke: its own max_batch, else the worker's."""
-    return config.models[name].max_batch or config.worker.max_batch
+    return policy.models[name].max_batch or policy.worker.max_batch
 
 
 @dataclass(frozen=True)
 class ServingState:
-    config: ServerConfig
+    policy: ServingPolicy
     models: dict[ModelKey, LoadedModel]
     routes: dict[tuple[str, str], LoadedModel]
     folders: dict[ModelKey, VersionFolder]
@@ -41,10 +41,10 @@ class ServingState:
         loaded = self.routes.get((tenant, model))
         if loaded is not None:
             return loaded
-        tenant_config = self.config.tenants.get(tenant)
+        tenant_config = self.policy.tenants.get(tenant)
         if tenant_config is None:
             raise UnknownTenant(f"tenant {tenant!r} is not configured")
-        if model not in self.config.models:
+        if model not in self.policy.models:
             raise UnknownModel(f"model {model!r} is not served")
         if model not in tenant_config.models:
             raise ModelNotAllowed(f"tenant {tenant!r} may not use model {model!r}")
@@ -78,13 +78,13 @@ class StateBuilder:
     def __init__(self) -> None:
         self._failed: dict[ModelKey, tuple[float, str]] = {}
 
-    def _load(self, name: str, folder: VersionFolder, config: ServerConfig) -> LoadedModel | str:
+    def _load(self, name: str, folder: VersionFolder, policy: ServingPolicy) -> LoadedModel | str:
         key = (name, folder.version)
         failed = self._failed.get(key)
         if failed is not None and failed[0] == folder.stamp:
             return failed[1]
         try:
-            loaded = load_model_version(folder.path, name=name, max_batch=model_max_batch(config, name))
+            loaded = load_model_version(folder.path, name=name, max_batch=model_max_batch(policy, name))
         except ModelLoadError as exc:
             self._failed[key] = (folder.stamp, str(exc))
             log.error("model %s version %d failed to load, previous version keeps serving: %s", *key, exc)
@@ -97,7 +97,7 @@ class StateBuilder:
         log.info("loaded model %s version %d from %s", name, folder.version, folder.path)
         return loaded
 
-    def build(self, config: ServerConfig, previous: ServingState | None) -> ServingState:
+    def build(self, policy: ServingPolicy, previous: ServingState | None) -> ServingState:
         models: dict[ModelKey, LoadedModel] = {}
         folders: dict[ModelKey, VersionFolder] = {}
         failures: dict[ModelKey, str] = {}
@@ -111,10 +111,10 @@ class StateBuilder:
                 return models[key]
             old = old_models.get(key)
             same_folder = old_folders.get(key)
-            if old is not None and same_folder == folder and old.max_batch == model_max_batch(config, name):
+            if old is not None and same_folder == folder and old.max_batch == model_max_batch(policy, name):
                 models[key], folders[key] = old, folder
                 return old
-            result = self._load(name, folder, config)
+            result = self._load(name, folder, policy)
             if isinstance(result, str):
                 failures[key] = result
                 return None
@@ -123,7 +123,7 @@ class StateBuilder:
 
         defaults: dict[str, LoadedModel] = {}
         listings: dict[str, dict[int, VersionFolder]] = {}
-        for name, model_config in config.models.items():
+        for name, model_config in policy.models.items():
             available = list_versions(Path(model_config.repository))
             by_version = listings[name] = {folder.version: folder for folder in available}
             if model_config.version == "latest":
@@ -157,7 +157,7 @@ class StateBuilder:
                 defaults[name] = chosen
 
         routes: dict[tuple[str, str], LoadedModel] = {}
-        for tenant_id, tenant in config.tenants.items():
+        for tenant_id, tenant in policy.tenants.items():
             for name in tenant.models:
                 pin = tenant.versions.get(name)
                 target: LoadedModel | None = defaults.get(name)
@@ -177,5 +177,5 @@ class StateBuilder:
                     target = pinned
                 if target is not None:
                     routes[(tenant_id, name)] = target
-        return ServingState(config, models, routes, folders, defaults, failures, missing)
+        return ServingState(policy, models, routes, folders, defaults, failures, missing)
 

@@ -116,10 +116,10 @@ class Worker:
 
     def _after_swap(self, previous: ServingState | None, state: ServingState) -> None:
         group = self._broker.shared_group
-        if previous is None or subscriptions(previous.config, group) != subscriptions(state.config, group):
-            self.transport.set_filters(subscriptions(state.config, group))
-        self._service.forget_tenants_except(set(state.config.tenants))
-        limits = state.config.worker
+        if previous is None or subscriptions(previous.policy, group) != subscriptions(state.policy, group):
+            self.transport.set_filters(subscriptions(state.policy, group))
+        self._service.forget_tenants_except(set(state.policy.tenants))
+        limits = state.policy.worker
         self.inbox.configure(**inbox_limits(limits))
         self._answered.configure(limits.dedup_window_s, limits.dedup_max_entries)
         if previous is not None:  # start() announces the first state once connected
@@ -176,7 +176,7 @@ class Worker:
             )
             self._health.start()
         # The "serving" status goes out once the broker confirms the subscription (on_subscribed).
-        self.transport.start(subscriptions(state.config, self._broker.shared_group))
+        self.transport.start(subscriptions(state.policy, self._broker.shared_group))
         if self._broker_stats is not None:
             self._broker_stats.start()
         serving = threading.Thread(target=self._serve, name="serving", daemon=True)
@@ -201,7 +201,7 @@ class Worker:
         self._stop.set()
         self._reloader.trigger()
         state = self._state  # the grace period of the config now served
-        grace = (state.config if state is not None else self.config).worker.shutdown_grace_s
+        grace = (state.policy if state is not None else self.config).worker.shutdown_grace_s
         for thread in self._threads:
             thread.join(timeout=grace + 5.0)
         if self._broker_stats is not None:
@@ -233,14 +233,14 @@ class Worker:
                     if not drain_deadline:
                         log.info("draining: unsubscribing and answering %d queued requests", len(self.inbox))
                         transport.stop_receiving()
-                        drain_deadline = now + state.config.worker.shutdown_grace_s
+                        drain_deadline = now + state.policy.worker.shutdown_grace_s
                         quiet_until = now + 0.2  # requests already on the wire still arrive
                     if now >= quiet_until and not self.inbox and transport.idle:
                         break
                     if now >= drain_deadline:
                         log.warning("grace period over with answers unconfirmed; the broker redelivers their requests")
                         break
-                worker_config = state.config.worker
+                worker_config = state.policy.worker
                 source = InboxSource(transport, self.inbox, worker_config.max_batch_bytes)
                 batch = collect_batch(source, worker_config.max_batch, worker_config.max_delay_ms / 1000.0)
                 if not batch:
@@ -261,7 +261,7 @@ class Worker:
         """Decode every message, admit and predict in the data plane, answer each exactly once."""
         self._settled.clear()  # ids of this batch's messages already answered or acknowledged
         state = self._current_state()
-        limits = state.config.worker
+        limits = state.policy.worker
         started = time.monotonic()
         batch, late = self.inbox.expired(batch, started)
         for message in late:
@@ -370,8 +370,8 @@ class Worker:
         # Label only configured names: names in topics are chosen by clients, and every new
         # label value would be a new time series (unbounded memory here and in Prometheus).
         state = self._state
-        tenant = reply.tenant if state is not None and reply.tenant in state.config.tenants else UNKNOWN_LABEL
-        model = reply.model if state is not None and reply.model in state.config.models else UNKNOWN_LABEL
+        tenant = reply.tenant if state is not None and reply.tenant in state.policy.tenants else UNKNOWN_LABEL
+        model = reply.model if state is not None and reply.model in state.policy.models else UNKNOWN_LABEL
         self.metrics.count_answer(tenant, model, code)
         self.metrics.latency.observe(time.monotonic() - message.received_at)
 
@@ -393,11 +393,11 @@ class Worker:
         """A request arrived (inside poll, serving thread): queue it; answer what is shed.
         An oversize payload is refused at once: it costs nothing to refuse and would crowd the queue."""
         state = self._state
-        if state is not None and len(message.payload) > state.config.worker.max_message_bytes:
+        if state is not None and len(message.payload) > state.policy.worker.max_message_bytes:
             reply = resolve_reply(state, message)
             if reply is not None:
                 try:
-                    check_size(message.payload, state.config.worker.max_message_bytes)
+                    check_size(message.payload, state.policy.worker.max_message_bytes)
                 except TooLarge as error:
                     self._answer(message, reply, error.request_id, error)
                     return

@@ -29,7 +29,7 @@ tenants:
 worker: {{max_batch: 16}}
 """
     )
-    return StateBuilder().build(config, None)
+    return StateBuilder().build(config.policy, None)
 
 
 def test_batched_forecasts_equal_one_window_at_a_time(state) -> None:  # type: ignore[no-untyped-def]

@@ -127,7 +127,7 @@ def test_reload_changing_restart_only_settings_logs_one_warning_naming_them(
     (warning,) = _warnings(caplog)
     assert "broker.port, health.port, worker.max_inflight changed" in warning and "restart" in warning
     assert "max_batch" not in warning
-    assert published[-1].config.worker.max_batch == 8  # the reloadable part is applied
+    assert published[-1].policy.worker.max_batch == 8  # the reloadable part is applied
 
 
 def test_reload_of_settings_a_worker_applies_logs_no_warning(
@@ -144,7 +144,7 @@ def test_reload_of_settings_a_worker_applies_logs_no_warning(
     with caplog.at_level(logging.INFO, logger="server_app.reload"):
         assert reloader.poll_once()
     assert not _warnings(caplog)
-    worker = published[-1].config.worker
+    worker = published[-1].policy.worker
     assert (worker.dedup_window_s, worker.dedup_max_entries, worker.shutdown_grace_s) == (5, 10, 3)
     assert restart_only_changes(load_config(path), published[0].config) == []
 
@@ -181,9 +181,9 @@ def test_worker_applies_reloaded_dedup_settings(mosquitto: MosquittoBroker, tmp_
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             state = worker._state
-            if state is not None and state.config.worker.dedup_max_entries == 11:
+            if state is not None and state.policy.worker.dedup_max_entries == 11:
                 break
             time.sleep(0.05)
-        assert worker._state is not None and worker._state.config.worker.dedup_max_entries == 11
+        assert worker._state is not None and worker._state.policy.worker.dedup_max_entries == 11
         answered = worker._answered
         assert (answered._window_s, answered._max_entries) == (7.0, 11)
