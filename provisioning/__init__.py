@@ -8,4 +8,5 @@ and the generator of broker users and ACLs from the server config.
 
 The inference worker (``server_app``) imports :mod:`provisioning.embedded_broker` only when
 ``broker.host`` is ``embedded``; these tools read the server config through ``server_app``.
+The README's layout section says which module of this package does what.
 """

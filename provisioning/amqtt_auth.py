@@ -1,6 +1,6 @@
 """The embedded amqtt broker's users and ACLs on disk: Argon2 password files (``user:hash`` lines,
 what amqtt's FileAuthPlugin reads) and ``amqtt-auth.json`` (password file + subscribe and publish
-ACLs), written by :mod:`provisioning.broker_auth` and read by
+ACLs), written by :mod:`provisioning.broker_auth` from the access plan and read by
 :func:`provisioning.amqtt_broker.embedded_broker`.
 """
 
@@ -11,17 +11,26 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from provisioning.broker_errors import EmbeddedAuthError, EmbeddedBrokerError
 
+if TYPE_CHECKING:
+    from provisioning.access_plan import AccessPlan
+
 __all__ = [
+    "AMQTT_AUTH_FILE",
     "AMQTT_AUTH_VERSION",
+    "AMQTT_PASSWORD_FILE",
     "EmbeddedAuth",
+    "amqtt_auth_document",
     "hash_password",
     "load_embedded_auth",
     "write_password_file",
 ]
 
+AMQTT_PASSWORD_FILE = "amqtt.passwd"
+AMQTT_AUTH_FILE = "amqtt-auth.json"
 AMQTT_AUTH_VERSION = 1  # of the amqtt-auth.json written by `python -m provisioning.broker_auth`
 
 
@@ -59,7 +68,7 @@ class EmbeddedAuth:
 
 
 def load_embedded_auth(path: Path) -> EmbeddedAuth:
-    """Read an ``amqtt-auth.json`` written by :func:`provisioning.broker_auth.generate`."""
+    """Read an ``amqtt-auth.json`` written by :func:`provisioning.auth_files.generate`."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -82,4 +91,15 @@ def load_embedded_auth(path: Path) -> EmbeddedAuth:
     if not resolved.is_file():
         raise EmbeddedAuthError(f"{path}: password file {resolved} not found")
     return EmbeddedAuth(resolved, acls["subscribe_acl"], acls["publish_acl"])
+
+
+def amqtt_auth_document(plan: AccessPlan, password_file: str = AMQTT_PASSWORD_FILE) -> dict[str, Any]:
+    """What :func:`load_embedded_auth` reads: password file (relative to
+    the JSON) and both ACLs."""
+    return {
+        "version": AMQTT_AUTH_VERSION,
+        "password_file": password_file,
+        "subscribe_acl": {u.name: u.subscribe_filters() for u in plan.users},
+        "publish_acl": {u.name: u.publish_topics() for u in plan.users},
+    }
 
