@@ -1,5 +1,5 @@
 import sys
 
-from benchmarks.run import main
+from benchmarks.cli import main
 
 sys.exit(main())

@@ -26,15 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import (
-    DEFAULT_MODELS,
-    DEFAULT_OUT,
-    BenchmarkError,
-    CpuMeter,
-    model_shape,
-    start_loadgen,
-    start_worker,
-)
+from benchmarks.cpu_meter import CpuMeter
+from benchmarks.processes import BenchmarkError, start_loadgen, start_worker
+from benchmarks.run import DEFAULT_MODELS, DEFAULT_OUT, model_shape
 
 PROFILE_NAME = "profile.md"
 SAMPLE_RATE = 200
@@ -261,9 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                                             py_spy))
     finally:
         broker.stop()
-    from benchmarks.run import _git_commit
+    from benchmarks.run import git_commit
 
-    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": _git_commit() or "?",
+    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit() or "?",
             "cpus": __import__("os").cpu_count()}
     path = out / args.name
     path.write_text(render(results, meta))

@@ -1,0 +1,66 @@
+"""The whole benchmark: `python -m benchmarks [--quick] [--out benchmarks/results]`.
+
+The command line: a plan (full or `--quick`, narrowed by the options), the run (run.py), then
+the report (report.py). What a run does: see run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.plan import Plan
+from benchmarks.run import DEFAULT_MODELS, DEFAULT_OUT, run_benchmark
+
+__all__ = ["main", "parse_override"]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`worker.max_delay_ms=0` -> ("worker.max_delay_ms", 0) (the value is YAML)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="~30 s: QoS 1 only, 1 s steps, fewer rates")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON, report.md and PNG go")
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="model repository with lstm/1 and ann/1")
+    parser.add_argument("--qos", type=int, action="append", choices=(0, 1), help="only these QoS levels")
+    parser.add_argument("--step-s", type=float, help="seconds per step")
+    parser.add_argument("--targets", help="comma-separated subset of echo,worker (default both)")
+    parser.add_argument("--payloads", help="comma-separated subset of single,batched (default both)")
+    parser.add_argument("--keep-workdir", type=Path, help="keep logs and configs in this folder")
+    parser.add_argument(
+        "--set", dest="overrides", type=parse_override, action="append", metavar="KEY=VALUE",
+        help="override a key of the worker's config, e.g. worker.max_delay_ms=0 (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan.full()
+    if args.qos:
+        plan.qos_levels = args.qos
+    if args.step_s:
+        plan.step_s = args.step_s
+    if args.targets:
+        plan.targets = [t for t in ("echo", "worker") if t in args.targets.split(",")]
+    if args.overrides:
+        plan.worker_overrides = dict(args.overrides)
+    if args.payloads:
+        plan.payloads = [p for p in plan.payloads if p.name in args.payloads.split(",")]
+    report = run_benchmark(plan, args.models.resolve(), args.keep_workdir)
+    from benchmarks.report import write_report
+
+    paths = write_report(report, args.out)
+    print("\n" + paths["markdown"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
