@@ -139,6 +139,11 @@ class HealthConfig(Strict):
         description="export the broker's $SYS/broker counters (dropped messages, clients, store) as "
         "mqtt_broker_* metrics, read on a second connection (server_app.broker_stats)",
     )
+    console: bool = Field(
+        True,
+        description="serve the live console (page at /, data at /console.json) on this endpoint, beside /metrics: "
+        "it shows tenant names and traffic to whoever can reach health.host",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""HTTP endpoints for Kubernetes probes and Prometheus: /healthz, /readyz, /metrics.
+"""HTTP endpoints for Kubernetes probes and Prometheus: /healthz, /readyz, /metrics (and the
+live console's page and JSON when the worker adds them: `routes`, server_app/console.py).
 
 The endpoint is for the kubelet's probes and one metrics scraper, not for the public, and it
 must never cost the worker more than a few threads:
@@ -16,7 +17,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -86,10 +87,13 @@ class HealthServer:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        routes: Mapping[str, Callable[[], tuple[bytes, str]]] | None = None,
     ) -> None:
+        """`routes`: more GET paths, each a callable returning (body, content type)."""
         if timeout_s <= 0 or max_connections < 1:
             raise ValueError("timeout_s must be > 0 and max_connections >= 1")
         checks = {"/healthz": alive, "/readyz": ready}
+        extra = dict(routes or {})
 
         class Handler(BaseHTTPRequestHandler):
             # StreamRequestHandler applies it to the socket: reads and writes that stall
@@ -103,6 +107,9 @@ class HealthServer:
                 elif path in checks:
                     ok, detail = checks[path]()
                     self._send(200 if ok else 503, (detail + "\n").encode(), "text/plain")
+                elif path in extra:
+                    body, content_type = extra[path]()
+                    self._send(200, body, content_type)
                 else:
                     self._send(404, b"not found\n", "text/plain")
 
@@ -110,6 +117,10 @@ class HealthServer:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                if content_type.startswith("text/html"):  # the console: its own files only, never framed
+                    self.send_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -29,6 +29,7 @@ from server_app.batching import InboxSource, collect_batch, inbox_limits
 from server_app.broker_stats import BrokerStats
 from server_app.client_ids import worker_client_id
 from server_app.config import BrokerConfig, ServerConfig
+from server_app.console import ConsoleStats, console_routes
 from server_app.health import HealthServer
 from server_app.inbox import FairInbox
 from server_app.limits import AnsweredRequests
@@ -62,6 +63,7 @@ class Worker:
         self._health_port = health_port if health_port is not None else config.health.port
         self.worker_id = client_id or config.worker.resolved_id()
         self.metrics = Metrics()
+        self.console = ConsoleStats()  # the live console's numbers (server_app/console.py)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._pending_state: ServingState | None = None
@@ -97,6 +99,7 @@ class Worker:
 
     def _on_reload_result(self, result: str) -> None:
         self.metrics.reloads.labels(result=result).inc()
+        self.console.reload_result(result)
         if result == "config_rejected":
             self._status_wanted = True  # make the rejection visible to operators
 
@@ -172,7 +175,8 @@ class Worker:
             log.error("model %s cannot serve: %s", name, why)
         if self._health_port is not None:
             self._health = HealthServer(
-                self.config.health.host, self._health_port, self.alive, self.ready, self.metrics.render
+                self.config.health.host, self._health_port, self.alive, self.ready, self.metrics.render,
+                routes=console_routes(self) if self.config.health.console else None,
             )
             self._health.start()
         # The "serving" status goes out once the broker confirms the subscription (on_subscribed).
@@ -373,6 +377,7 @@ class Worker:
         tenant = reply.tenant if state is not None and reply.tenant in state.policy.tenants else UNKNOWN_LABEL
         model = reply.model if state is not None and reply.model in state.policy.models else UNKNOWN_LABEL
         self.metrics.count_answer(tenant, model, code)
+        self.console.record(tenant, model, outcome, message.received_at)
         self.metrics.latency.observe(time.monotonic() - message.received_at)
 
     def _on_answer_refused(self, request: InboundMessage, topic: str, reason: str) -> None:
