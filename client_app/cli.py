@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from client_app.client import Answer, ClientConnectError, TenantClient
 from client_app.config import ClientConfigError, TenantClientConfig, load_client_config, with_overrides
-from client_app.data import DataError, load_windows
+from client_app.data import DataError, Windows, load_windows
 from client_app.modes import DEFAULT_BULK_BATCH, DEFAULT_NO_WAIT_COUNT, MODES, Mode, RunOptions, RunResult, StopSignal
 
 log = logging.getLogger("client_app")
@@ -74,7 +74,8 @@ modes:
             the answers by id and print them in send order
   bulk      send --count windows (default: all) in messages of --batch windows
             (default {DEFAULT_BULK_BATCH}), as fast as possible unless --rate is given; print
-            the forecasts as one JSON array (null where a message failed)
+            the forecasts as one JSON array (null where a message failed; a multi-step
+            model: one array of its H forecasts per window)
 
 Ctrl-C (or SIGTERM) stops sending, waits briefly for outstanding answers (a
 second Ctrl-C stops waiting) and prints the summary.
@@ -82,6 +83,8 @@ second Ctrl-C stops waiting) and prints the summary.
 output:
   stdout    answer lines, e.g.
             acme lstm v1 id=acme-1a2b3c4d-0000001 forecast 12.31 actual 12.00 (1.8 ms)
+            (a model forecasting H steps: its H forecasts, then the readings 1..H
+            steps ahead, "-" where the data has none; scored per step in the summary)
             (bulk: the JSON array of forecasts)
   stderr    log messages and the summary; its last line is
             SUMMARY {{"tenant": .., "model": .., "mode": .., "sent": .., "answered": ..,
@@ -128,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print no per-answer lines and no log messages, only the summary")
     parser.add_argument("--summary-json", type=Path, metavar="PATH",
                         help="also write the summary as a JSON object to PATH")
+    parser.add_argument("--time-unit", choices=("auto", "s", "ms", "us", "ns"),
+                        help="unit of numeric reading_time values in a BTS file (overrides the config's "
+                        "time_unit; default auto: detected from their magnitude)")
+    parser.add_argument("--data-format", choices=("auto", "bts", "tutorial"),
+                        help="the data file's format (overrides the config's data_format; default auto: from "
+                        "its header): BTS readings, or the tutorial's pre-windowed norm_value, norm_1..norm_N")
     return parser
 
 
@@ -141,11 +150,14 @@ class CliArgs:
     batch: int | None
     quiet: bool
     summary_json: Path | None
+    time_unit: str | None = None
+    data_format: str | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> CliArgs:
     ns = build_parser().parse_args(argv)
-    return CliArgs(ns.config, ns.mode, ns.rate, ns.count, ns.duration, ns.batch, ns.quiet, ns.summary_json)
+    return CliArgs(ns.config, ns.mode, ns.rate, ns.count, ns.duration, ns.batch, ns.quiet, ns.summary_json,
+                   ns.time_unit, ns.data_format)
 
 
 def resolve(args: CliArgs) -> tuple[TenantClientConfig, RunOptions]:
@@ -156,7 +168,8 @@ def resolve(args: CliArgs) -> tuple[TenantClientConfig, RunOptions]:
             f"{args.config}: bulk mode needs format oip (the tutorial format has one window per message)"
         )
     batch = args.batch if args.batch is not None else (DEFAULT_BULK_BATCH if args.mode == "bulk" else None)
-    config = with_overrides(config, rate=args.rate, batch=batch)
+    config = with_overrides(config, rate=args.rate, batch=batch, time_unit=args.time_unit,
+                            data_format=args.data_format)
     # bulk is as fast as possible unless --rate says otherwise
     rate = (args.rate or None) if args.mode == "bulk" else config.messages_per_s
     options = RunOptions(
@@ -187,6 +200,22 @@ def stop_on_signals(stop: StopSignal) -> Iterator[None]:
             signal.signal(signum, old)
 
 
+def describe(config: TenantClientConfig, windows: Windows) -> str:
+    """The first line of a run: what is sent, from where."""
+    station = f" from station {windows.station}" if windows.station is not None else ""
+    if windows.normalized:
+        ignored = [key for key in ("resample_s", "normalization") if getattr(config, key) is not None]
+        return (
+            f"{config.tenant}/{config.model}: {len(windows)} pre-windowed rows of {config.window} (normalised, "
+            f"scored against norm_value){station} in {config.data}"
+            + (f"; {' and '.join(ignored)} ignored (it does not apply to pre-windowed rows)" if ignored else "")
+        )
+    return (
+        f"{config.tenant}/{config.model}: {len(windows)} windows of {config.window}{station} in {config.data}"
+        + (f" (resampled every {config.resample_s:g} s)" if config.resample_s else "")
+    )
+
+
 def run(
     config: TenantClientConfig,
     options: RunOptions,
@@ -210,19 +239,21 @@ def run(
             parameter=config.parameter,
             window=config.window,
             resample_s=config.resample_s,
+            time_unit=config.time_unit,
+            data_format=config.data_format,
         )
+        if config.format == "tutorial" and not windows.normalized and config.normalization is None:
+            raise DataError(
+                f"{config.data} holds raw readings: format tutorial sends normalised values and needs the "
+                "config's normalization (offset and scale from the model's metadata.json)"
+            )
     except DataError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
     if not options.quiet:
-        print(
-            f"{config.tenant}/{config.model}: {len(windows)} windows of {config.window} from station "
-            f"{windows.station} in {config.data}"
-            + (f" (resampled every {config.resample_s:g} s)" if config.resample_s else ""),
-            file=err,
-        )
+        print(describe(config, windows), file=err)
     answers: queue.Queue[Answer] = queue.Queue()
-    client = TenantClient(config, answers=answers)
+    client = TenantClient(config, answers=answers, normalized=windows.normalized)
     try:
         client.connect(timeout=min(10.0, config.request_timeout_s + 5.0))
     except ClientConnectError as exc:

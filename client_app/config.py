@@ -22,8 +22,17 @@ Keys (everything not listed is rejected, so a typo is an error, not a silent def
 ``client_id``
     MQTT client id; default ``{tenant}-client-{random}``.
 ``data`` (required)
-    CSV file in the BTS schema ``station_id,parameter_id,reading_time,value`` (a relative path
-    is taken relative to the current directory).
+    CSV file in the BTS schema ``station_id,parameter_id,reading_time,value``, or the
+    original tutorial's pre-windowed CSV (``norm_value, norm_1..norm_N``, already normalised;
+    a relative path is taken relative to the current directory).
+``data_format``
+    ``"auto"`` (default: from the file's header; a header with ``norm_value`` and
+    ``norm_1..norm_{window}`` is the tutorial's pre-windowed file), ``"bts"`` or ``"tutorial"``.
+    Pre-windowed rows are sent as they are (normalised) and scored against ``norm_value``,
+    in normalised units; ``resample_s``, ``time_unit`` and ``normalization`` do not apply.
+``time_unit``
+    Unit of numeric ``reading_time`` values in a BTS file: ``"auto"`` (default: detected per
+    file from their magnitude), ``"s"``, ``"ms"``, ``"us"`` or ``"ns"`` since the Unix epoch.
 ``station``
     Station to stream; default: the first station with readings of ``parameter`` in the file.
 ``parameter``
@@ -47,7 +56,7 @@ Keys (everything not listed is rejected, so a typo is an error, not a silent def
     Topics of the tutorial format (required with it, forbidden without).
 ``normalization``
     ``{"offset": .., "scale": ..}`` from the model's ``metadata.json``; required by the tutorial
-    format (the client sends normalised values: ``norm = (raw - offset) / scale``).
+    format with BTS data (the client sends normalised values: ``norm = (raw - offset) / scale``).
 ``request_timeout_s``
     Seconds to wait for an answer before a request counts as unanswered (default 10).
 """
@@ -129,6 +138,8 @@ class TenantClientConfig(_Strict):
     broker: ClientBrokerConfig = Field(default_factory=lambda: ClientBrokerConfig())
     client_id: str | None = Field(None, min_length=1, max_length=128)
     data: Path
+    data_format: Literal["auto", "bts", "tutorial"] = "auto"
+    time_unit: Literal["auto", "s", "ms", "us", "ns"] = "auto"
     station: int | None = None
     parameter: int = 122
     window: int = Field(6, gt=0, le=4096)
@@ -151,7 +162,9 @@ class TenantClientConfig(_Strict):
     @model_validator(mode="after")
     def _check_format(self) -> TenantClientConfig:
         if self.format == "tutorial":
-            missing = [k for k in ("in_queue", "out_queue", "normalization") if getattr(self, k) is None]
+            # with data_format auto, normalization is checked once the data's format is known
+            needed = ["in_queue", "out_queue"] + (["normalization"] if self.data_format == "bts" else [])
+            missing = [k for k in needed if getattr(self, k) is None]
             if missing:
                 raise ValueError(f"format tutorial needs {', '.join(missing)}")
             if self.batch != 1:

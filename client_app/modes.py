@@ -8,7 +8,10 @@
   by id and print them in send order.
 - ``bulk``: send ``count`` windows (default: all) in messages of ``batch`` windows, collect
   them and print the forecasts as one JSON array in window order (``null`` where a message
-  failed).
+  failed; with a multi-step model, one array of H forecasts per window).
+
+A multi-step answer (horizon H) is printed as the window's H forecasts beside the readings
+1..H steps after it (``-`` where the data has none) and scored per step (see `stats`).
 
 Every mode ends by waiting (bounded) for outstanding answers and returns a `RunResult` with
 the run's `Summary`. A first stop request stops sending and waits at most ``drain_on_stop_s``
@@ -21,7 +24,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TextIO
 
@@ -71,26 +74,33 @@ class RunResult:
     summary: Summary
     exit_code: int
     forecasts: list[float | None] | None = None
+    """bulk: step 1 of each window, in window order."""
+    steps: list[list[float] | None] | None = None
+    """bulk with a multi-step model: each window's forecasts for steps 1..H."""
     answers: list[Answer] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.2f}"
+def _fmt(values: Sequence[float | None], digits: int) -> str:
+    return " ".join("-" if v is None else f"{v:.{digits}f}" for v in values)
 
 
-def answer_lines(config: TenantClientConfig, answer: Answer, actuals: list[float]) -> Iterator[str]:
-    """Human-readable lines for one answer, one per window."""
+def answer_lines(
+    config: TenantClientConfig, answer: Answer, actuals: Sequence[Sequence[float | None]], digits: int = 2
+) -> Iterator[str]:
+    """Human-readable lines for one answer, one per window: its forecast(s) for steps 1..H
+    and `actuals[i]`, the readings 1..H steps after window i (None: not in the data)."""
     version = f" v{answer.model_version}" if answer.model_version else ""
     head = f"{config.tenant} {config.model}{version} id={answer.id}"
     latency = f"({answer.latency_ms:.1f} ms)"
-    if not answer.ok or answer.forecasts is None:
+    rows = answer.window_steps() if answer.ok else None
+    if rows is None:
         yield f"{head} error {answer.error_code}: {answer.error_message} {latency}"
         return
-    many = len(answer.forecasts) > 1
-    for index, (forecast, actual) in enumerate(zip(answer.forecasts, actuals, strict=True)):
+    many = len(rows) > 1
+    for index, (forecast, actual) in enumerate(zip(rows, actuals, strict=True)):
         suffix = f"[{index}]" if many else ""
-        yield f"{head}{suffix} forecast {_fmt(forecast)} actual {_fmt(actual)} {latency}"
+        yield f"{head}{suffix} forecast {_fmt(forecast, digits)} actual {_fmt(actual, digits)} {latency}"
 
 
 class _Session:
@@ -113,7 +123,8 @@ class _Session:
         self.answers = answers
         self.stop = stop
         self.out = out
-        self.recorder = Recorder(config.tenant, config.model, options.mode)
+        self.recorder = Recorder(config.tenant, config.model, options.mode, units=units_of(windows))
+        self.digits = digits_of(windows)
         # stream and wait forget a request once handled (bounded memory on long runs);
         # no-wait and bulk keep every answer for the report at the end
         self.keep = options.mode in ("no-wait", "bulk")
@@ -174,19 +185,22 @@ class _Session:
         if where is None:  # not ours (cannot happen: the client filters by run token)
             return
         start, count = where
-        actuals = [float(v) for v in self.windows.y[start : start + count]]
+        ahead = self.windows.actuals(start, count, answer.horizon)
         self.last = answer
         if self.keep:
             self.collected[answer.id] = answer
+        multi_step = answer.ok and answer.horizon > 1
         self.recorder.record_answer(
             answer.latency_ms,
             forecasts=answer.forecasts if answer.ok else None,
-            actuals=actuals if answer.ok else None,
+            actuals=[float(row[0]) for row in ahead if row[0] is not None] if answer.ok else None,
             error_code=answer.error_code,
             model_version=answer.model_version,
+            steps=answer.steps if multi_step else None,
+            step_actuals=ahead if multi_step else None,
         )
         if self.print_live:
-            for line in answer_lines(self.config, answer, actuals):
+            for line in answer_lines(self.config, answer, ahead, self.digits):
                 print(line, file=self.out, flush=True)
 
     def report_expired(self, ids: list[str]) -> None:
@@ -240,6 +254,15 @@ class _Session:
             duplicates=self.client.duplicates,
             uncorrelated_errors=len(self.client.uncorrelated_errors),
         )
+
+
+def units_of(windows: Windows) -> str:
+    return "normalised units" if windows.normalized else "raw units"
+
+
+def digits_of(windows: Windows) -> int:
+    """Decimals printed: normalised values are around -1..1."""
+    return 4 if windows.normalized else 2
 
 
 def plan_messages(available: int, batch: int, messages: int | None) -> list[tuple[int, int]]:
@@ -299,18 +322,31 @@ def run_mode(
             if answer is None:
                 print(f"{config.tenant} {config.model} id={request_id} unanswered", file=out)
                 continue
-            for line in answer_lines(config, answer, [float(v) for v in windows.y[start : start + count]]):
+            ahead = windows.actuals(start, count, answer.horizon)
+            for line in answer_lines(config, answer, ahead, session.digits):
                 print(line, file=out)
     if options.mode == "bulk":
-        forecasts: list[float | None] = []
-        for request_id in session.order:
-            start, count = session.sent[request_id]
-            answer = session.collected.get(request_id)
-            if answer is None or answer.forecasts is None:
-                forecasts.extend([None] * count)
-            else:
-                forecasts.extend(v if math.isfinite(v) else None for v in answer.forecasts)
-        result.forecasts = forecasts
-        out.write(orjson.dumps(forecasts).decode() + "\n")
-        out.flush()
+        _bulk_output(session, result, out)
     return result
+
+
+def _bulk_output(session: _Session, result: RunResult, out: TextIO) -> None:
+    """The forecasts in window order: numbers (one step) or arrays of H (multi-step)."""
+    forecasts: list[float | None] = []
+    steps: list[list[float] | None] = []
+    for request_id in session.order:
+        _, count = session.sent[request_id]
+        answer = session.collected.get(request_id)
+        rows = answer.window_steps() if answer is not None and answer.ok else None
+        if rows is None:
+            forecasts.extend([None] * count)
+            steps.extend([None] * count)
+            continue
+        for row in rows:
+            forecasts.append(row[0] if math.isfinite(row[0]) else None)
+            steps.append(list(row))
+    multi_step = any(row is not None and len(row) > 1 for row in steps)
+    result.forecasts = forecasts
+    result.steps = steps if multi_step else None
+    out.write(orjson.dumps(steps if multi_step else forecasts).decode() + "\n")
+    out.flush()

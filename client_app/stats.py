@@ -1,5 +1,11 @@
 """Run statistics: counts, errors by code, latency percentiles and MAE against actual readings.
 
+``mae`` is always step 1 (each window's first forecast against the reading that followed
+it). Multi-step answers (a model with a horizon of H steps) are also scored per step: step
+h against the reading h steps after the window, where the data has it; the summary then
+carries ``horizon`` and ``mae_by_step`` (one-step runs print and write exactly what they did
+before these existed).
+
 A :class:`Recorder` is fed by one thread (the mode's main loop); :meth:`Recorder.summary`
 freezes it into a :class:`Summary`, which renders as text and as the ``SUMMARY {json}`` line.
 """
@@ -65,13 +71,17 @@ class Summary:
     uncorrelated_errors: int = 0
     stopped_early: bool = False
     model_versions: dict[str, int] = field(default_factory=dict)
+    horizon: int = 1
+    mae_by_step: tuple[float | None, ...] = ()
+    forecasts_by_step: tuple[int, ...] = ()
+    units: str = "raw units"
 
     @property
     def all_answered(self) -> bool:
         return self.unanswered == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "tenant": self.tenant,
             "model": self.model,
             "mode": self.mode,
@@ -94,6 +104,13 @@ class Summary:
             "stopped_early": self.stopped_early,
             "model_versions": dict(sorted(self.model_versions.items())),
         }
+        if self.units != "raw units":
+            body["units"] = self.units
+        if self.horizon > 1:
+            body["horizon"] = self.horizon
+            body["mae_by_step"] = [_rounded(m, 6) for m in self.mae_by_step]
+            body["forecasts_by_step"] = list(self.forecasts_by_step)
+        return body
 
     def json_line(self) -> str:
         """``SUMMARY {json}``: one line, stable keys, for scripts and tests."""
@@ -111,8 +128,14 @@ class Summary:
             f"unanswered {self.unanswered}, in {self.duration_s:.2f} s ({rate:.1f} answers/s)",
             f"errors: {self.errors} ({errors})",
             f"latency ms: p50 {ms(self.p50_ms)}  p90 {ms(self.p90_ms)}  p99 {ms(self.p99_ms)}  max {ms(self.max_ms)}",
-            "MAE: -" if self.mae is None else f"MAE: {self.mae:.4f} over {self.forecasts} forecasts (raw units)",
+            "MAE: -" if self.mae is None else f"MAE: {self.mae:.4f} over {self.forecasts} forecasts ({self.units})",
         ]
+        if self.horizon > 1:
+            steps = ", ".join(
+                f"{step} {'-' if mae is None else f'{mae:.4f}'} ({count})"
+                for step, (mae, count) in enumerate(zip(self.mae_by_step, self.forecasts_by_step, strict=True), 1)
+            )
+            lines.append(f"MAE by step (step MAE (forecasts scored)): {steps}")
         extras = [
             f"{name} {count}"
             for name, count in (
@@ -132,7 +155,9 @@ class Recorder:
 
     Not thread-safe: feed it from one thread."""
 
-    def __init__(self, tenant: str, model: str, mode: str, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, tenant: str, model: str, mode: str, clock: Any = time.monotonic, units: str = "raw units"
+    ) -> None:
         self.tenant = tenant
         self.model = model
         self.mode = mode
@@ -148,6 +173,10 @@ class Recorder:
         self._abs_error_sum = 0.0
         self.versions: Counter[str] = Counter()
         self.stopped_early = False
+        self.units = units
+        # per forecast step (index 0 = step 1), fed by multi-step answers only
+        self._step_error_sums: list[float] = []
+        self._step_counts: list[int] = []
 
     def record_sent(self, windows: int) -> None:
         self.sent += 1
@@ -161,7 +190,12 @@ class Recorder:
         actuals: Sequence[float] | None = None,
         error_code: str | None = None,
         model_version: str | None = None,
+        steps: Sequence[Sequence[float]] | None = None,
+        step_actuals: Sequence[Sequence[float | None]] | None = None,
     ) -> None:
+        """One answer. `forecasts`/`actuals`: step 1 of each window; `steps`/`step_actuals`
+        (multi-step answers): each window's H forecasts and the readings 1..H steps after it
+        (None where unknown)."""
         self.answered += 1
         self.latencies_ms.append(latency_ms)
         if error_code is not None:
@@ -174,6 +208,23 @@ class Recorder:
                 raise ValueError(f"{len(forecasts)} forecasts but {len(actuals)} actual readings")
             self.forecast_count += len(forecasts)
             self._abs_error_sum += math.fsum(abs(float(f) - float(a)) for f, a in zip(forecasts, actuals, strict=True))
+        if steps is not None and step_actuals is not None:
+            self._record_steps(steps, step_actuals)
+
+    def _record_steps(self, steps: Sequence[Sequence[float]], actuals: Sequence[Sequence[float | None]]) -> None:
+        if len(steps) != len(actuals):
+            raise ValueError(f"{len(steps)} windows of forecasts but {len(actuals)} of actual readings")
+        for window_steps, window_actuals in zip(steps, actuals, strict=True):
+            if len(window_steps) != len(window_actuals):
+                raise ValueError(f"{len(window_steps)} forecast steps but {len(window_actuals)} actual readings")
+            missing = len(window_steps) - len(self._step_counts)
+            if missing > 0:
+                self._step_error_sums.extend([0.0] * missing)
+                self._step_counts.extend([0] * missing)
+            for h, (forecast, actual) in enumerate(zip(window_steps, window_actuals, strict=True)):
+                if actual is not None:
+                    self._step_error_sums[h] += abs(float(forecast) - float(actual))
+                    self._step_counts[h] += 1
 
     def finish(self) -> None:
         if self._finished is None:
@@ -203,4 +254,11 @@ class Recorder:
             uncorrelated_errors=uncorrelated_errors,
             stopped_early=self.stopped_early,
             model_versions=dict(self.versions),
+            horizon=max(1, len(self._step_counts)),
+            mae_by_step=tuple(
+                total / count if count else None
+                for total, count in zip(self._step_error_sums, self._step_counts, strict=True)
+            ),
+            forecasts_by_step=tuple(self._step_counts),
+            units=self.units,
         )

@@ -2,8 +2,10 @@
 
 The echo responder is a tiny fake server (one paho client, its network thread only) that
 answers each OIP request with forecast = last reading of each window, and each tutorial
-request with ``{"LSTM": norm_1}`` (the newest normalised reading). Per request id a rule
-decides: answer, drop (never answer), delay, or a structured error.
+request with ``{"LSTM": norm_1}`` (the newest normalised reading). With ``horizon`` H > 1 it
+answers OIP requests as a multi-step model does, shape ``[n, H]``: step h of a window is its
+last reading + (h - 1) * ``step_increment``. Per request id a rule decides: answer, drop
+(never answer), delay, or a structured error. ``bodies`` keeps every request it parsed.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ class EchoResponder:
     tutorial_in: str | None = None
     tutorial_out: str | None = None
     persistent: bool = False  # fixed client id and a persistent session (survives broker restarts)
+    horizon: int = 1
+    step_increment: float = 0.5
+    bodies: list[dict[str, Any]] = field(default_factory=list)
     rule: Rule = field(default=lambda request_id, seq: None)
     received: list[str] = field(default_factory=list)
     callback_errors: list[BaseException] = field(default_factory=list)
@@ -147,6 +152,7 @@ class EchoResponder:
 
     def _handle(self, topic: str, payload: bytes) -> None:
         body = orjson.loads(payload)
+        self.bodies.append(body)
         if topic == self.tutorial_in:
             with self._lock:
                 seq = len(self.received)
@@ -174,12 +180,13 @@ class EchoResponder:
             tensor = body["inputs"][0]
             batch, length, _ = tensor["shape"]
             data = tensor["data"]
-            forecasts = [data[(i + 1) * length - 1] for i in range(batch)]
+            h = self.horizon
+            forecasts = [data[(i + 1) * length - 1] + k * self.step_increment for i in range(batch) for k in range(h)]
             answer = {
                 "id": request_id,
                 "model_name": model,
                 "model_version": self.version,
-                "outputs": [{"name": "forecast", "shape": [batch, 1], "datatype": "FP32", "data": forecasts}],
+                "outputs": [{"name": "forecast", "shape": [batch, h], "datatype": "FP32", "data": forecasts}],
                 "parameters": {"tenant": tenant, "served_at": time.time()},
             }
         encoded = orjson.dumps(answer)
