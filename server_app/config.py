@@ -174,6 +174,9 @@ class ServerConfig(Strict):
     reload: ReloadConfig = Field(default_factory=lambda: ReloadConfig())
     health: HealthConfig = Field(default_factory=lambda: HealthConfig())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line, with tenant, model, version and trace id on request lines"
+    )
 
     @model_validator(mode="after")
     def _cross_check(self) -> ServerConfig:

@@ -11,8 +11,10 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from server_app import logs
 from server_app.config import BrokerConfig, ServerConfig, load_config
 from server_app.errors import ConfigError
+from server_app.logs import LogFormat
 
 log = logging.getLogger("server_app")
 
@@ -31,11 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("amqtt").setLevel(logging.WARNING)
+def configure_logging(level: str, log_format: LogFormat = "text") -> None:
+    """stderr, `log_format` text or json (one JSON object per line: server_app/logs.py)."""
+    logs.configure_logging(level, log_format)
 
 
 def run_worker(
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level or config.log_level)
+    configure_logging(args.log_level or config.log_level, config.log_format)
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2

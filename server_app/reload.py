@@ -34,6 +34,7 @@ RESTART_ONLY: dict[str, str] = {
     "broker": "the MQTT connection, session and subscriptions are set up once",
     "health": "the HTTP endpoint binds once",
     "log_level": "logging is configured once per process",
+    "log_format": "logging is configured once per process",
     "worker.id": "the MQTT client id and status topic",
     "worker.max_inflight": "MQTT 5 Receive Maximum is sent in CONNECT",
 }

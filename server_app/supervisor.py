@@ -49,7 +49,7 @@ def _worker_main(config_path: Path, client_id: str, index: int, log_level: str |
         configure_logging(log_level or "INFO")
         log.error("worker %s cannot start, the config file is invalid: %s", client_id, exc)
         raise SystemExit(CONFIG_ERROR_EXIT) from None
-    configure_logging(log_level or config.log_level)
+    configure_logging(log_level or config.log_level, config.log_format)
     health_port = worker_health_port(config.health.port, index)
     raise SystemExit(run_worker(config, config_path, client_id=client_id, health_port=health_port))
 

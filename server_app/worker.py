@@ -33,6 +33,7 @@ from server_app.console import ConsoleStats, console_routes
 from server_app.health import HealthServer
 from server_app.inbox import FairInbox
 from server_app.limits import AnsweredRequests
+from server_app.logs import request_fields
 from server_app.metrics import Metrics
 from server_app.mqtt import InboundMessage, MqttTransport
 from server_app.reload import Reloader
@@ -125,6 +126,7 @@ class Worker:
         limits = state.policy.worker
         self.inbox.configure(**inbox_limits(limits))
         self._answered.configure(limits.dedup_window_s, limits.dedup_max_entries)
+        self.metrics.observe_state(state)
         if previous is not None:  # start() announces the first state once connected
             self.publish_status("serving")
         log.info("serving %s", orjson.dumps(state.describe()).decode())
@@ -246,15 +248,20 @@ class Worker:
                         break
                 worker_config = state.policy.worker
                 source = InboxSource(transport, self.inbox, worker_config.max_batch_bytes)
+                waiting = not self.inbox  # saturation: a poll entered with an empty inbox is idle time
+                polled = time.monotonic()
                 batch = collect_batch(source, worker_config.max_batch, worker_config.max_delay_ms / 1000.0)
-                if not batch:
-                    continue
-                try:
-                    self.handle_batch(batch)
-                except Exception:  # never let one batch take the worker down
-                    log.exception("batch of %d messages failed", len(batch))
-                    self._answer_leftovers(batch)
-                self.metrics.queue_depth.set(len(self.inbox))
+                waited = time.monotonic() - polled if waiting else 0.0
+                if batch:
+                    try:
+                        self.handle_batch(batch)
+                    except Exception:  # never let one batch take the worker down
+                        log.exception("batch of %d messages failed", len(batch))
+                        self._answer_leftovers(batch)
+                turn = time.monotonic() - now
+                self.metrics.loop_turn(turn - waited, turn)
+                self.metrics.observe_queue(len(self.inbox), self.inbox.bytes, self.inbox.max_messages,
+                                           self.inbox.max_bytes)
         finally:
             self._stopped.set()
             self.publish_status("stopped")
@@ -270,7 +277,8 @@ class Worker:
         batch, late = self.inbox.expired(batch, started)
         for message in late:
             self._shed(message, f"waited {(started - message.received_at) * 1e3:.0f} ms in worker {self.worker_id}, "
-                                f"over its latency budget of {limits.latency_budget_ms:g} ms; retry later")
+                                f"over its latency budget of {limits.latency_budget_ms:g} ms; retry later",
+                       "expired")
         payload_bytes = sum(len(m.payload) for m in batch)
         requests: list[Request] = []
         owners: list[tuple[InboundMessage, Reply]] = []
@@ -309,7 +317,7 @@ class Worker:
             requests.append(Request(reply.tenant, reply.model, decoded.id, decoded.windows, decoded.normalized))
             owners.append((message, reply))
         if requests:
-            self.metrics.batch_messages.observe(len(requests))
+            self.metrics.observe_batch(len(requests), sum(r.windows.shape[0] for r in requests))
             outcomes = self._service.predict(state, requests)
             for (message, reply), request, outcome in zip(owners, requests, outcomes, strict=True):
                 self._answer(message, reply, request.id, outcome, started)
@@ -376,9 +384,18 @@ class Worker:
         state = self._state
         tenant = reply.tenant if state is not None and reply.tenant in state.policy.tenants else UNKNOWN_LABEL
         model = reply.model if state is not None and reply.model in state.policy.models else UNKNOWN_LABEL
-        self.metrics.count_answer(tenant, model, code)
+        done = time.monotonic()
+        prediction = outcome if isinstance(outcome, Prediction) else None
+        self.metrics.observe_answer(
+            tenant, model, code, done - message.received_at,
+            None if started is None else started - message.received_at,
+            prediction.model_version if prediction is not None else None,
+            prediction.compute_s if prediction is not None else None,
+        )
+        if log.isEnabledFor(logging.DEBUG):  # per request: DEBUG only, never a cost at INFO
+            log.debug("answered %s in %.3f ms", code, (done - message.received_at) * 1e3, extra=request_fields(
+                tenant, model, prediction.model_version if prediction is not None else None, request_id, message.trace))
         self.console.record(tenant, model, outcome, message.received_at)
-        self.metrics.latency.observe(time.monotonic() - message.received_at)
 
     def _on_answer_refused(self, request: InboundMessage, topic: str, reason: str) -> None:
         """The broker refused an answer (MQTT 5 only): count it, and tell the tenant on its
@@ -410,11 +427,12 @@ class Worker:
             self._shed(shed, f"worker {self.worker_id} cannot serve this within its latency budget "
                              f"({len(self.inbox)} requests, {self.inbox.bytes} bytes queued); retry later")
 
-    def _shed(self, message: InboundMessage, why: str) -> None:
+    def _shed(self, message: InboundMessage, why: str, reason: str = "admission") -> None:
         state = self._state
         reply = resolve_reply(state, message) if state is not None else None
         if reply is None:
             self.metrics.dropped.inc()
             self.transport.acknowledge(message)
             return
+        self.metrics.count_shed(reason)
         self._answer(message, reply, peek_id(message.payload), Overloaded(why))
