@@ -80,6 +80,8 @@ def main() -> int:
         try:
             wait_ready(health_port, server)
             print(f"== server ready; streaming two tenants for {DURATION_S} s", flush=True)
+            print(f"== live console: http://127.0.0.1:{health_port}/ (open it in a browser while the demo runs)",
+                  flush=True)
             clients = {
                 tenant: subprocess.Popen(
                     [sys.executable, "-m", "client_app", "--config", str(work / f"{tenant}.json"),
