@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=PROFILE_NAME, help="markdown file name in --out")
     parser.add_argument("--keep-workdir", action="store_true", help="keep raw py-spy output and logs")
     args = parser.parse_args(argv)
-    from tests.brokers import MosquittoBroker
+    from tests.support.mosquitto import MosquittoBroker
 
     py_spy = find_py_spy()
     models = args.models.resolve()

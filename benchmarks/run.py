@@ -132,7 +132,7 @@ def measure_startups(
 
 def run_benchmark(plan: Plan, models: Path, workdir: Path | None = None) -> dict[str, Any]:
     """Run `plan` end to end; return the report dict (see report.py for its rendering)."""
-    from tests.brokers import MosquittoBroker
+    from tests.support.mosquitto import MosquittoBroker
 
     if not (models / "lstm" / "1" / "model.tflite").is_file() or not (models / "ann" / "1" / "model.tflite").is_file():
         raise BenchmarkError(f"models missing under {models} (need lstm/1 and ann/1): run `make models`")

@@ -1,4 +1,4 @@
-"""Shared fixtures: real brokers (Mosquitto, embedded amqtt) and MQTT test clients.
+"""Shared fixtures: real brokers (Mosquitto, embedded amqtt), MQTT test clients, served setups.
 
 Fixtures
 - ``mosquitto``: a fresh :class:`MosquittoBroker` per test (generated conf, work dir in tmp_path).
@@ -11,6 +11,9 @@ Fixtures
 - ``make_probe``: factory ``make_probe(broker_or_handle, **MqttProbe kwargs)`` returning a
   connected :class:`MqttProbe`; every probe is closed at teardown.
 - ``topic_prefix``: a unique ``test/<name>/<hex>`` topic prefix for the test.
+- ``repository``: a private copy of the shipped lstm and ann models.
+- ``serving``: a :class:`ServingSetup` on ``mosquitto`` and ``repository``: worker processes
+  and tenants of the test, stopped and closed at teardown.
 
 When a test fails, the tail of each Mosquitto log it used is attached to the report.
 """
@@ -26,22 +29,24 @@ from typing import Any
 import pytest
 
 from provisioning.embedded_broker import EmbeddedBroker
-from tests.brokers import BrokerHandle, MosquittoBroker, MqttProbe, find_mosquitto
+from tests.support.brokers import BrokerHandle, ServingSetup
+from tests.support.configs import copy_model_repository
+from tests.support.mosquitto import MosquittoBroker, find_mosquitto
+from tests.support.probe import MqttProbe
 
 BrokerLike = BrokerHandle | MosquittoBroker | EmbeddedBroker
 
 
-def _mosquitto_or_fail() -> None:
-    # CI installs mosquitto: a missing binary is an error, never a silent skip.
-    find_mosquitto()
+
+def _started_mosquitto(workdir: Path) -> MosquittoBroker:
+    find_mosquitto()  # CI installs mosquitto: a missing binary is an error, never a silent skip
+    return MosquittoBroker(workdir).start()
 
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A fresh Mosquitto on a free 127.0.0.1 port, persistence in tmp_path."""
-    _mosquitto_or_fail()
-    server = MosquittoBroker(tmp_path / "mosquitto")
-    server.start()
+    server = _started_mosquitto(tmp_path / "mosquitto")
     try:
         yield server
     finally:
@@ -51,9 +56,7 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
 @pytest.fixture(scope="session")
 def mosquitto_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     """One Mosquitto shared by the whole run; isolate tests by topic (``topic_prefix``)."""
-    _mosquitto_or_fail()
-    server = MosquittoBroker(tmp_path_factory.mktemp("mosquitto-session"))
-    server.start()
+    server = _started_mosquitto(tmp_path_factory.mktemp("mosquitto-session"))
     try:
         yield server
     finally:
@@ -77,16 +80,14 @@ def amqtt_session() -> Iterator[EmbeddedBroker]:
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerHandle]:
     """A fresh broker of each kind; check ``.supports_shared_subscriptions``/``.supports_mqtt5``."""
     if request.param == "mosquitto":
-        _mosquitto_or_fail()
-        mosq = MosquittoBroker(tmp_path / "mosquitto")
-        mosq.start()
+        mosq = _started_mosquitto(tmp_path / "mosquitto")
         try:
-            yield BrokerHandle.for_mosquitto(mosq)
+            yield BrokerHandle.of(mosq)
         finally:
             mosq.stop()
     else:
         with EmbeddedBroker(port=0) as embedded:
-            yield BrokerHandle.for_amqtt(embedded)
+            yield BrokerHandle.of(embedded)
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def make_probe() -> Iterator[Callable[..., MqttProbe]]:
     probes: list[MqttProbe] = []
 
     def factory(target: BrokerLike, **kwargs: Any) -> MqttProbe:
-        handle = target if isinstance(target, BrokerHandle) else _handle_for(target)
+        handle = BrokerHandle.of(target)
         kwargs.setdefault("protocol", handle.protocol)
         probe = MqttProbe(handle.host, handle.port, **kwargs)
         probes.append(probe)
@@ -110,17 +111,27 @@ def make_probe() -> Iterator[Callable[..., MqttProbe]]:
         probe.close()
 
 
-def _handle_for(target: MosquittoBroker | EmbeddedBroker) -> BrokerHandle:
-    if isinstance(target, MosquittoBroker):
-        return BrokerHandle.for_mosquitto(target)
-    return BrokerHandle.for_amqtt(target)
-
-
 @pytest.fixture
 def topic_prefix(request: pytest.FixtureRequest) -> str:
     """A topic prefix unique to this test run, e.g. ``test/test_round_trip/3f9a1c2b``."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)[:40]
     return f"test/{name}/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    """A private copy of the shipped lstm and ann models."""
+    return copy_model_repository(tmp_path / "models")
+
+
+@pytest.fixture
+def serving(mosquitto: MosquittoBroker, repository: Path, tmp_path: Path) -> Iterator[ServingSetup]:
+    """Worker processes and tenants on ``mosquitto`` serving ``repository``; all stopped at teardown."""
+    setup = ServingSetup(mosquitto, repository, tmp_path / "serving")
+    try:
+        yield setup
+    finally:
+        setup.close()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -130,7 +141,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and call.when in ("setup", "call"):
         funcargs: dict[str, Any] = getattr(item, "funcargs", {})
         for name, value in funcargs.items():
-            server: Any = value.server if isinstance(value, BrokerHandle) else value
+            server: Any = value.server if isinstance(value, BrokerHandle) else getattr(value, "broker", value)
             if isinstance(server, MosquittoBroker):
                 report.sections.append((f"mosquitto log ({name}, {server.workdir})", server.log_tail()))
     return report

@@ -1,4 +1,4 @@
-"""Tests of the real-broker fixtures (tests/brokers.py, tests/conftest.py) and of provisioning/embedded_broker.py."""
+"""Tests of the real-broker fixtures (tests/support/, tests/conftest.py) and of provisioning/embedded_broker.py."""
 
 from __future__ import annotations
 
@@ -18,18 +18,12 @@ from provisioning.embedded_broker import (
     EmbeddedBrokerPortError,
     build_broker_config,
 )
-from tests.brokers import (
-    BrokerHandle,
-    MosquittoBroker,
-    MosquittoError,
-    MqttProbe,
-    MqttProbeError,
-    free_port,
-    port_is_open,
-    rewrite_mosquitto_conf,
-    wait_port_open,
-    write_mosquitto_password_file,
-)
+from tests.support.brokers import BrokerHandle
+from tests.support.messages import MqttProbeError
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.mosquitto_conf import MosquittoError, rewrite_mosquitto_conf, write_mosquitto_password_file
+from tests.support.ports import free_port, port_is_open, wait_port_open
+from tests.support.probe import MqttProbe
 
 pytestmark = pytest.mark.integration  # nearly every test here runs a real broker
 
@@ -243,7 +237,7 @@ def test_mosquitto_start_failure_shows_the_log(tmp_path: Path) -> None:
 
 
 def test_missing_mosquitto_fails_with_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests import brokers
+    from tests.support import mosquitto as brokers
 
     monkeypatch.setattr(brokers.shutil, "which", lambda _name: None)
     monkeypatch.setattr(brokers.os, "access", lambda _path, _mode: False)

@@ -15,8 +15,8 @@ import pytest
 
 from benchmarks.report import summarize, write_report
 from benchmarks.run import PayloadPlan, Plan, run_benchmark
-from tests.brokers import find_mosquitto
-from tests.serving import copy_model_repository
+from tests.support.configs import copy_model_repository
+from tests.support.mosquitto import find_mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from client_app.cli import main
-from tests.brokers import MosquittoBroker, free_port
 from tests.client.conftest import STATION, EchoResponder, tenant_json
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from client_app.config import load_client_config
-from tests.brokers import MosquittoBroker, MqttProbe
-from tests.serving import SHIPPED_MODELS, copy_model_repository
+from tests.support.configs import SHIPPED_MODELS, copy_model_repository
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.probe import MqttProbe
 
 pytestmark = pytest.mark.integration
 

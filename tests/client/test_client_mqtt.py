@@ -22,8 +22,10 @@ from client_app.config import TenantClientConfig
 from client_app.data import load_windows
 from client_app.modes import RunOptions, RunResult, StopSignal, run_mode
 from provisioning.embedded_broker import EmbeddedBroker
-from tests.brokers import MosquittoBroker, MqttProbe, free_port
 from tests.client.conftest import EchoResponder
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.ports import free_port
+from tests.support.probe import MqttProbe
 
 pytestmark = pytest.mark.integration
 

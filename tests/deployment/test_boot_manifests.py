@@ -11,17 +11,14 @@ import pytest
 import yaml
 
 from provisioning.broker_auth import find_dynsec_plugin
-from tests.brokers import MosquittoBroker, MqttProbe, free_port, rewrite_mosquitto_conf
 from tests.deployment.manifests import built_manifests, extract_file
-from tests.serving import (
-    PacedLoad,
-    copy_model_repository,
-    count_answers,
-    start_server_process,
-    stop_process,
-    wait_worker_status,
-    write_config,
-)
+from tests.support.configs import copy_model_repository, write_config
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.mosquitto_conf import rewrite_mosquitto_conf
+from tests.support.payloads import PacedLoad, count_answers
+from tests.support.ports import free_port
+from tests.support.probe import MqttProbe
+from tests.support.workers import ServerProcess, wait_worker_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,9 +54,8 @@ def test_manifests_boot_with_three_workers(tmp_path: Path) -> None:
         server_yaml["health"]["port"] = 0
         server_yaml["worker"]["id"] = "inference"
         config_path = write_config(tmp_path / "server.yaml", server_yaml)
-        server = start_server_process(config_path, tmp_path / "server.log", "--workers", "3")
         password = TENANT.read_text().strip()
-        try:
+        with ServerProcess(config_path, tmp_path / "server.log", "--workers", "3") as server:
             worker_user = server_yaml["broker"]["username"]
             with MqttProbe(
                 broker.connect_host, broker.port, protocol="5", username=worker_user,
@@ -84,7 +80,4 @@ def test_manifests_boot_with_three_workers(tmp_path: Path) -> None:
             fair = len(load.sent) / 3
             assert sorted(per_worker) == ["inference-0", "inference-1", "inference-2"]
             assert all(abs(count - fair) <= 0.2 * fair for count in per_worker.values()), per_worker
-            assert stop_process(server) == 0
-        finally:
-            if server.poll() is None:
-                server.kill()
+            assert server.stop() == 0

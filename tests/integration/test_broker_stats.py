@@ -25,19 +25,18 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from contract.settings import BrokerSettings
-from provisioning.broker_auth import MOSQUITTO_CONF_FILE, find_dynsec_plugin, main
 from provisioning.embedded_broker import EmbeddedBroker
 from server_app.broker_stats import BROKER_METRICS, LAST_UPDATE_METRIC, BrokerStats, parse_sys_payload
 from server_app.client_ids import worker_client_id
 from server_app.config import HealthConfig, parse_config
-from tests.brokers import MosquittoBroker, MqttProbe, find_mosquitto
 from tests.deployment.manifests import BASE, built_manifests, extract_file
-from tests.serving import copy_model_repository, server_config_dict
+from tests.support.brokers import secured_mosquitto
+from tests.support.mosquitto import MosquittoBroker, find_mosquitto
+from tests.support.probe import MqttProbe
 
 DEADLINE_S = 30.0  # generous: only a broken feed takes this long
 DROPPED = "mqtt_broker_messages_dropped"
 LOGGER = "server_app.broker_stats"
-WORKER_USER = "inference-worker"
 
 
 def _wait_until(condition: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
@@ -211,27 +210,11 @@ def test_messages_dropped_by_mosquitto_are_exported(
 
 @pytest.mark.integration
 def test_the_workers_user_reads_sys_with_the_generated_dynamic_security(
-    tmp_path: Path, make_stats: Callable[..., BrokerStats]
+    tmp_path: Path, repository: Path, make_stats: Callable[..., BrokerStats]
 ) -> None:
-    find_mosquitto()
-    if find_dynsec_plugin() is None:
-        pytest.fail("mosquitto_dynamic_security.so not found: install Debian's `mosquitto` package (2.0)")
-    repository = copy_model_repository(tmp_path / "models")
-    config = server_config_dict("127.0.0.1", 1883, repository, shared_group="inference", protocol="5")
-    config["broker"]["username"] = WORKER_USER
-    config_path = tmp_path / "server.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    passwords_path = tmp_path / "passwords.yaml"
-    passwords_path.write_text(yaml.safe_dump({"users": {"acme": "acme-secret", "beta": "beta-secret"}}))
-    out = tmp_path / "auth"
-    assert main(["--config", str(config_path), "--passwords", str(passwords_path), "--out", str(out)]) == 0
-    passwords = yaml.safe_load(passwords_path.read_text())["users"]
-    generated = (out / MOSQUITTO_CONF_FILE).read_text(encoding="utf-8").splitlines()
-    with MosquittoBroker(
-        tmp_path / "mosquitto", allow_anonymous=False, extra_conf=[*generated, "sys_interval 1"]
-    ) as broker:
-        config["broker"].update(port=broker.port, password=passwords[WORKER_USER])
-        worker_broker = parse_config(yaml.safe_dump(config)).broker
+    with secured_mosquitto(tmp_path, repository, extra_conf=["sys_interval 1"]) as secured:
+        broker = secured.broker
+        worker_broker = parse_config(yaml.safe_dump(secured.config)).broker
         client_id = worker_client_id(worker_broker, "inference-0") + "-sys"
         registry = CollectorRegistry()
         stats = make_stats(worker_broker, client_id, registry)

@@ -14,9 +14,12 @@ import pytest
 
 from ml_training.cli import main as ml_training_main
 from server_app.runtime import load_model_version
-from tests.brokers import BrokerHandle, MosquittoBroker
-from tests.byo_models import build_models, direct_invoke
-from tests.serving import copy_model_repository, oip_request, running_worker, server_config_dict, windows_from_sample
+from tests.support.brokers import BrokerHandle
+from tests.support.byo_models import build_models, direct_invoke
+from tests.support.configs import copy_model_repository, server_config_dict
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.payloads import oip_request, windows_from_sample
+from tests.support.workers import running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +43,7 @@ def repository(tmp_path: Path, byo: dict[str, Path]) -> Path:
 
 
 def test_fixed_batch_model_beside_a_batching_model_under_load(mosquitto: MosquittoBroker, repository: Path) -> None:
-    broker = BrokerHandle.for_mosquitto(mosquitto)
+    broker = BrokerHandle.of(mosquitto)
     models = {name: {"repository": str(repository / name)} for name in ("lstm", "fixed")}
     config = server_config_dict(
         broker.host, broker.port, repository, shared_group="inference", protocol=broker.protocol,
@@ -80,7 +83,7 @@ def test_fixed_batch_model_beside_a_batching_model_under_load(mosquitto: Mosquit
 
 
 def test_tutorial_tenant_on_a_newest_first_model(mosquitto: MosquittoBroker, repository: Path) -> None:
-    broker = BrokerHandle.for_mosquitto(mosquitto)
+    broker = BrokerHandle.of(mosquitto)
     config = server_config_dict(
         broker.host, broker.port, repository, shared_group="inference", protocol=broker.protocol,
         models={"tut": {"repository": str(repository / "tut")}},

@@ -12,9 +12,13 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.brokers import BrokerHandle, MosquittoBroker, MqttProbe, ReceivedMessage
-from tests.reliability.harness import prometheus_samples, sum_samples
-from tests.serving import copy_model_repository, oip_request, running_worker, server_config_dict, windows_from_sample
+from tests.support.brokers import BrokerHandle
+from tests.support.configs import server_config_dict
+from tests.support.messages import ReceivedMessage
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.payloads import oip_request, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import prometheus_samples, running_worker, sum_samples
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +26,6 @@ WINDOW = windows_from_sample(1, seed=3)
 SHORT_WINDOW = windows_from_sample(1, length=5, seed=3)
 LSTM = "tenants/acme/models/lstm/requests"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-
-@pytest.fixture
-def repository(tmp_path: Path) -> Path:
-    return copy_model_repository(tmp_path / "models")
 
 
 def _config(broker: BrokerHandle | MosquittoBroker, repository: Path, **kwargs: Any) -> dict[str, Any]:
@@ -112,7 +111,7 @@ def test_tutorial_tenant_may_send_a_whole_csv_row_with_numeric_strings(broker: B
 
 
 def test_mqtt5_binding_correlation_trace_content_type_and_timings(mosquitto: MosquittoBroker, repository: Path) -> None:
-    handle = BrokerHandle.for_mosquitto(mosquitto)
+    handle = BrokerHandle.of(mosquitto)
     with running_worker(_config(mosquitto, repository)), handle.probe(protocol="5") as tenant:
         tenant.subscribe("tenants/acme/#")
         trace = [("traceparent", TRACEPARENT), ("tracestate", "vendor=x"), ("other", "not copied")]
@@ -176,7 +175,7 @@ def test_an_answer_the_broker_refuses_goes_to_the_errors_topic(tmp_path: Path, r
 
 def test_a_retained_request_is_never_served_as_fresh_and_is_cleared(mosquitto: MosquittoBroker,
                                                                      repository: Path) -> None:
-    handle = BrokerHandle.for_mosquitto(mosquitto)
+    handle = BrokerHandle.of(mosquitto)
     with handle.probe(protocol="5") as tenant:
         tenant.publish(LSTM, oip_request("stale-1", WINDOW), retain=True)  # before any worker subscribed
         with running_worker(_config(mosquitto, repository)):

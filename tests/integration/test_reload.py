@@ -14,25 +14,14 @@ from typing import Any
 
 import pytest
 
-from tests.brokers import MosquittoBroker, MqttProbe, ReceivedMessage
-from tests.serving import (
-    REPO_ROOT,
-    PacedLoad,
-    add_version,
-    copy_model_repository,
-    oip_request,
-    running_worker,
-    server_config_dict,
-    windows_from_sample,
-    write_config,
-)
+from tests.support.configs import REPO_ROOT, add_version, server_config_dict, write_config
+from tests.support.messages import ReceivedMessage
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.payloads import PacedLoad, oip_request, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import ServerProcess, running_worker, wait_worker_status
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def repository(tmp_path: Path) -> Path:
-    return copy_model_repository(tmp_path / "models")
 
 
 def _config(mosquitto: MosquittoBroker, repository: Path, **kwargs: Any) -> dict[str, Any]:
@@ -162,41 +151,23 @@ def test_invalid_config_is_rejected_and_valid_one_applied(
     assert any("config reload rejected" in r.getMessage() for r in caplog.records)
 
 
-def _start_server(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "server_app", "--config", str(config_path)],
-        cwd=REPO_ROOT,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _wait_status(probe: MqttProbe, worker_id: str, predicate: Any, timeout: float) -> dict[str, Any]:
-    found = probe.wait_for(
-        lambda m: m.topic == f"service/workers/{worker_id}/status" and predicate(m.json()), timeout=timeout
-    )
-    body: dict[str, Any] = found[-1].json()
-    return body
+def _serves_lstm_2(status: dict[str, Any]) -> bool:
+    return bool(status.get("models", {}).get("lstm", {}).get("default") == 2)
 
 
 def test_sighup_reloads_a_subprocess_server(mosquitto: MosquittoBroker, repository: Path, tmp_path: Path) -> None:
     config = _config(mosquitto, repository, worker={"id": "hup-worker"}, reload={"enabled": False})
     config_path = write_config(tmp_path / "server.yaml", config)
-    server = _start_server(config_path, tmp_path / "server.log")
-    try:
+    with ServerProcess(config_path, tmp_path / "server.log") as server:
         with MqttProbe(mosquitto.connect_host, mosquitto.port, protocol="5").connect() as probe:
             probe.subscribe("service/workers/hup-worker/status")
-            _wait_status(probe, "hup-worker", lambda s: s.get("state") == "serving", 30)
+            wait_worker_status(probe, "hup-worker", timeout=30)
             add_version(repository, "lstm", 2)
             time.sleep(1.5)  # polling is off: nothing may change before the signal
             assert not [m for m in probe.messages if m.json().get("models", {}).get("lstm", {}).get("default") == 2]
             server.send_signal(signal.SIGHUP)
-            _wait_status(probe, "hup-worker", lambda s: s.get("models", {}).get("lstm", {}).get("default") == 2, 10)
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=20) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
+            wait_worker_status(probe, "hup-worker", timeout=10, where=_serves_lstm_2)
+        assert server.stop(timeout=20) == 0
     print((tmp_path / "server.log").read_text()[-2000:])
 
 
@@ -207,11 +178,10 @@ def test_trainer_writes_a_version_the_running_server_serves(
     """`python -m ml_training` into the repository of a running server: served without restart."""
     config = _config(mosquitto, repository, worker={"id": "train-worker"})
     config_path = write_config(tmp_path / "server.yaml", config)
-    server = _start_server(config_path, tmp_path / "server.log")
-    try:
+    with ServerProcess(config_path, tmp_path / "server.log") as server:
         with MqttProbe(mosquitto.connect_host, mosquitto.port, protocol="5").connect() as probe:
             probe.subscribe(["service/workers/train-worker/status", "tenants/acme/models/lstm/responses"])
-            _wait_status(probe, "train-worker", lambda s: s.get("state") == "serving", 30)
+            wait_worker_status(probe, "train-worker", timeout=30)
             trained = subprocess.run(
                 [sys.executable, "-m", "ml_training", "--data", str(REPO_ROOT / "data" / "bts_sample.csv"),
                  "--model", "lstm", "--repository", str(repository), "--epochs", "1", "--seed", "3", "--quiet"],
@@ -220,12 +190,8 @@ def test_trainer_writes_a_version_the_running_server_serves(
             )
             assert trained.returncode == 0, trained.stderr[-3000:]
             assert (repository / "lstm" / "2" / "model.tflite").is_file()
-            _wait_status(probe, "train-worker", lambda s: s.get("models", {}).get("lstm", {}).get("default") == 2, 15)
+            wait_worker_status(probe, "train-worker", timeout=15, where=_serves_lstm_2)
             probe.publish("tenants/acme/models/lstm/requests", oip_request("fresh", windows_from_sample(2)))
             answer = probe.wait_for(lambda m: m.topic.endswith("/responses"), timeout=10)[0].json()
             assert answer["id"] == "fresh" and answer["model_version"] == "2"
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=20) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
+        assert server.stop(timeout=20) == 0

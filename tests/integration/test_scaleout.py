@@ -3,39 +3,22 @@ SIGTERM drains without loss, workers added mid-load take a share, health endpoin
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from tests.brokers import MosquittoBroker, MqttProbe, free_port
-from tests.serving import (
-    REPO_ROOT,
-    PacedLoad,
-    copy_model_repository,
-    count_answers,
-    oip_request,
-    running_worker,
-    server_config_dict,
-    start_server_process,
-    stop_process,
-    wait_worker_status,
-    windows_from_sample,
-    write_config,
-)
+from tests.support.configs import server_config_dict, write_config
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.payloads import PacedLoad, count_answers, oip_request, windows_from_sample
+from tests.support.ports import free_port
+from tests.support.probe import MqttProbe
+from tests.support.workers import ServerProcess, run_server, running_worker, wait_worker_status
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def repository(tmp_path: Path) -> Path:
-    return copy_model_repository(tmp_path / "models")
 
 
 def _config(mosquitto: MosquittoBroker, repository: Path, worker_id: str, **kwargs: Any) -> dict[str, Any]:
@@ -43,15 +26,6 @@ def _config(mosquitto: MosquittoBroker, repository: Path, worker_id: str, **kwar
         mosquitto.connect_host, mosquitto.port, repository, shared_group="inference",
         worker={"id": worker_id, "shutdown_grace_s": 10}, **kwargs,
     )
-
-
-def workers_of(pid: int) -> list[psutil.Process]:
-    """Worker processes of a supervisor (not multiprocessing's resource tracker)."""
-    return [
-        child
-        for child in psutil.Process(pid).children()
-        if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline())
-    ]
 
 
 def _probe(mosquitto: MosquittoBroker) -> MqttProbe:
@@ -62,8 +36,7 @@ def test_supervisor_spreads_load_over_three_workers_and_restarts_dead_ones(
     mosquitto: MosquittoBroker, repository: Path, tmp_path: Path
 ) -> None:
     config_path = write_config(tmp_path / "server.yaml", _config(mosquitto, repository, "pool"))
-    server = start_server_process(config_path, tmp_path / "server.log", "--workers", "3")
-    try:
+    with ServerProcess(config_path, tmp_path / "server.log", "--workers", "3") as server:
         with _probe(mosquitto) as observer, _probe(mosquitto) as sender:
             observer.subscribe(["service/workers/+/status", "tenants/acme/models/lstm/responses"])
             for index in range(3):
@@ -79,13 +52,13 @@ def test_supervisor_spreads_load_over_three_workers_and_restarts_dead_ones(
             assert all(abs(count - fair) <= 0.2 * fair for count in per_worker.values()), per_worker
 
             # Kill one worker hard: the supervisor starts it again under the same client id.
-            children = workers_of(server.pid)
+            children = server.children()
             assert len(children) == 3
             victim = children[0]
             victim.kill()
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                alive = {c.pid for c in workers_of(server.pid)}
+                alive = {c.pid for c in server.children()}
                 if victim.pid not in alive and len(alive) == 3:
                     break
                 time.sleep(0.2)
@@ -96,10 +69,7 @@ def test_supervisor_spreads_load_over_three_workers_and_restarts_dead_ones(
             after.join(timeout=20)
             answers = observer.wait_for(lambda m: m.topic.endswith("/responses"), count=len(after.sent), timeout=30)
             assert {m.json()["id"] for m in answers} == set(after.sent)
-        assert stop_process(server) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
+        assert server.stop() == 0
     log = (tmp_path / "server.log").read_text()
     assert "restarting in" in log
 
@@ -108,11 +78,11 @@ def test_sigterm_mid_load_and_scale_up_lose_nothing(
     mosquitto: MosquittoBroker, repository: Path, tmp_path: Path
 ) -> None:
     """Start with one worker, add two mid-load, then SIGTERM one mid-load: all answered once."""
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    processes: dict[str, ServerProcess] = {}
 
     def start(worker_id: str) -> None:
         path = write_config(tmp_path / f"{worker_id}.yaml", _config(mosquitto, repository, worker_id))
-        processes[worker_id] = start_server_process(path, tmp_path / f"{worker_id}.log")
+        processes[worker_id] = ServerProcess(path, tmp_path / f"{worker_id}.log").start()
 
     try:
         with _probe(mosquitto) as observer, _probe(mosquitto) as sender:
@@ -126,7 +96,7 @@ def test_sigterm_mid_load_and_scale_up_lose_nothing(
             wait_worker_status(observer, "w-b")
             wait_worker_status(observer, "w-c")
             time.sleep(3)
-            assert stop_process(processes["w-b"], timeout=20) == 0  # graceful drain mid-load
+            assert processes["w-b"].stop(timeout=20) == 0  # graceful drain mid-load
             load.join(timeout=30)
             observer.wait_for(lambda m: m.topic.endswith("/responses"), count=len(load.sent), timeout=30)
             time.sleep(0.5)  # a duplicate would arrive now
@@ -135,21 +105,17 @@ def test_sigterm_mid_load_and_scale_up_lose_nothing(
         assert per_id == {request_id: 1 for request_id in load.sent}, "lost or duplicated answers"
         assert set(per_worker) == {"w-a", "w-b", "w-c"}, per_worker
         for worker_id in ("w-a", "w-c"):
-            assert stop_process(processes[worker_id]) == 0
+            assert processes[worker_id].stop() == 0
     finally:
         for process in processes.values():
-            if process.poll() is None:
-                process.kill()
+            process.kill()
 
 
 def test_embedded_broker_refuses_several_workers(tmp_path: Path, repository: Path) -> None:
     config = server_config_dict("embedded", free_port(), repository)
     config["broker"] = {"host": "embedded"}
     path = write_config(tmp_path / "server.yaml", config)
-    result = subprocess.run(
-        [sys.executable, "-m", "server_app", "--config", str(path), "--workers", "2"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-    )
+    result = run_server(path, "--workers", "2", timeout=60)
     assert result.returncode == 2
     assert "no shared subscriptions" in result.stderr and "Mosquitto" in result.stderr
 

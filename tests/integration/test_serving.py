@@ -11,21 +11,13 @@ import orjson
 import pytest
 
 from server_app.runtime import load_model_version
-from tests.brokers import BrokerHandle, MqttProbe
-from tests.serving import (
-    copy_model_repository,
-    oip_request,
-    running_worker,
-    server_config_dict,
-    windows_from_sample,
-)
+from tests.support.brokers import BrokerHandle
+from tests.support.configs import server_config_dict
+from tests.support.payloads import oip_request, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import running_worker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def repository(tmp_path: Path) -> Path:
-    return copy_model_repository(tmp_path / "models")
 
 
 def _config(broker: BrokerHandle, repository: Path, **kwargs: Any) -> dict[str, Any]:

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import MosquittoBroker, MqttProbe
-from tests.reliability.harness import TenantClient, WorkerProcess, paced, sum_samples
-from tests.serving import oip_request, server_config_dict, windows_from_sample
+from tests.support.brokers import ServingSetup
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.payloads import oip_request, paced, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import ServerProcess, sum_samples
 
 pytestmark = [pytest.mark.integration]
 
@@ -42,7 +44,7 @@ ANSWER_TIMEOUT_S = 60.0
 REPUBLISH_ROUNDS = 20
 
 
-def _worker_counters(worker: WorkerProcess) -> dict[str, float]:
+def _worker_counters(worker: ServerProcess) -> dict[str, float]:
     try:
         samples = worker.metrics()
     except OSError as exc:
@@ -53,22 +55,14 @@ def _worker_counters(worker: WorkerProcess) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_broker_restart_mid_load_loses_no_acknowledged_request(
-    mosquitto: MosquittoBroker, repository: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+    serving: ServingSetup, record_property: Callable[[str, object], None]
 ) -> None:
-    config = server_config_dict(
-        mosquitto.host,
-        mosquitto.port,
-        repository,
-        shared_group="inference",
-        protocol="5",
-        tenants={"acme": {"models": ["lstm"]}},
-        # The whole burst may be buffered: this test is about a restart, not about load shedding.
-        worker={"queue_size": 5000},
-    )
-    worker = WorkerProcess(config, tmp_path / "worker", worker_id="restart-test-worker")
+    mosquitto = serving.broker
+    # The whole burst may be buffered: this test is about a restart, not about load shedding.
+    worker = serving.worker("restart-test-worker", tenants={"acme": {"models": ["lstm"]}}, queue_size=5000)
     windows = windows_from_sample(64, seed=5)
     payloads = [(f"rst-{n:05d}", oip_request(f"rst-{n:05d}", windows[n % 64 : n % 64 + 1])) for n in range(TOTAL)]
-    tenant = TenantClient(mosquitto.host, mosquitto.port, "acme", client_id="acme-restart-test", persistent=True)
+    tenant = serving.tenant("acme", client_id="acme-restart-test", persistent=True)
     timing: dict[str, float] = {}
     with worker, tenant:
         restarted = threading.Event()
@@ -84,13 +78,13 @@ def test_broker_restart_mid_load_loses_no_acknowledged_request(
 
         topic = "tenants/acme/models/lstm/requests"
         for n in paced(PACED_BEFORE, RATE):
-            tenant.publish(topic, *payloads[n])
+            tenant.send(topic, *payloads[n])
         for n in range(PACED_BEFORE, PACED_BEFORE + BURST):
-            tenant.publish(topic, *payloads[n])
+            tenant.send(topic, *payloads[n])
         restarter = threading.Thread(target=restart_broker, daemon=True)
         restarter.start()
         for n in paced(PACED_AFTER, RATE):
-            tenant.publish(topic, *payloads[PACED_BEFORE + BURST + n])
+            tenant.send(topic, *payloads[PACED_BEFORE + BURST + n])
         restarter.join(60)
         assert restarted.is_set(), "broker restart did not finish"
         tenant.wait_connected(30)
@@ -160,10 +154,9 @@ def test_mosquitto_restores_shared_subscription_of_persistent_session(tmp_path: 
         worker.subscribe("$share/inference/tenants/+/models/+/requests")
         worker.close()
         broker.restart()
-        reasons: list[int] = []
         with MqttProbe(broker.host, broker.port, protocol="5") as tenant:
-            tenant.client.on_publish = lambda client, userdata, mid, rc, props: reasons.append(rc.value)
             tenant.publish("tenants/acme/models/lstm/requests", b'{"id": "while-worker-away"}')
+            reasons = tenant.puback_reasons
         worker = MqttProbe(broker.host, broker.port, **kwargs).connect()  # type: ignore[arg-type]
         try:
             assert worker.session_present

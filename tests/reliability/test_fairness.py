@@ -10,16 +10,15 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
-from tests.brokers import MosquittoBroker
-from tests.reliability.harness import TenantClient, WorkerProcess, paced
-from tests.reliability.test_overload import RssSampler
-from tests.serving import oip_request, server_config_dict, windows_from_sample
+from tests.support.brokers import ServingSetup
+from tests.support.payloads import oip_request, paced, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import RssSampler
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,33 +26,26 @@ LSTM = "tenants/{}/models/lstm/requests"
 TENANTS = {"flood": {"models": ["lstm"]}, "quiet": {"models": ["lstm"]}}
 
 
-def _config(mosquitto: MosquittoBroker, repository: Path, **worker: object) -> dict[str, object]:
-    return server_config_dict(
-        mosquitto.host, mosquitto.port, repository, shared_group="inference", protocol="5", tenants=TENANTS,
-        worker=worker,
-    )
-
-
-def _one_answer_each(tenant: TenantClient) -> Counter[str]:
+def _one_answer_each(tenant: MqttProbe) -> Counter[str]:
     answers = tenant.snapshot()
     assert all(len(answers.get(i, [])) == 1 for i in tenant.sent_ids), "every request gets exactly one answer"
     return Counter(answers[i][0].code for i in tenant.sent_ids)
 
 
-def _latencies_ms(tenant: TenantClient) -> np.ndarray:
+def _latencies_ms(tenant: MqttProbe) -> np.ndarray:
     answers = tenant.snapshot()
-    sent_at = {s.request_id: s.sent_at for s in tenant._sent}
+    sent_at = {s.request_id: s.sent_at for s in tenant.sent}
     return np.array([(answers[i][0].received_at - sent_at[i]) * 1000 for i in tenant.sent_ids])
 
 
-def _flood(tenant: TenantClient, payload_for: Callable[[int], bytes], count: int, in_flight: int) -> threading.Thread:
+def _flood(tenant: MqttProbe, payload_for: Callable[[int], bytes], count: int, in_flight: int) -> threading.Thread:
     """Publish `count` messages as fast as the broker acknowledges, at most `in_flight` unacknowledged."""
 
     def run() -> None:
         for n in range(count):
             while n - len(tenant.acked_ids()) >= in_flight:
                 tenant.wait_acked(0.05)
-            tenant.publish(LSTM.format(tenant.tenant), f"flood-{n:05d}", payload_for(n))
+            tenant.send(LSTM.format(tenant.tenant), f"flood-{n:05d}", payload_for(n))
 
     thread = threading.Thread(target=run, name="flood", daemon=True)
     thread.start()
@@ -61,19 +53,18 @@ def _flood(tenant: TenantClient, payload_for: Callable[[int], bytes], count: int
 
 
 def test_a_flooding_tenant_cannot_starve_another(
-    mosquitto: MosquittoBroker, repository: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+    serving: ServingSetup, record_property: Callable[[str, object], None]
 ) -> None:
     template = oip_request("flood-00000", windows_from_sample(4096, seed=5))  # the most windows a message may carry
-    worker = WorkerProcess(_config(mosquitto, repository), tmp_path / "w", worker_id="fairness-worker")
-    with worker, TenantClient(mosquitto.host, mosquitto.port, "flood") as flood, \
-            TenantClient(mosquitto.host, mosquitto.port, "quiet") as quiet:
+    worker = serving.worker("fairness-worker", tenants=TENANTS)
+    with worker, serving.tenant("flood") as flood, serving.tenant("quiet") as quiet:
 
         flooding = _flood(flood, lambda n: template.replace(b"flood-00000", f"flood-{n:05d}".encode()), 200,
                           in_flight=100)
         windows = windows_from_sample(64, seed=9)
         for n in paced(100, 20.0):  # 20 requests/s for 5 s
             request_id = f"quiet-{n:03d}"
-            quiet.publish(LSTM.format("quiet"), request_id, oip_request(request_id, windows[n % 64 : n % 64 + 1]))
+            quiet.send(LSTM.format("quiet"), request_id, oip_request(request_id, windows[n % 64 : n % 64 + 1]))
         flooding.join(120)
         assert not flooding.is_alive()
         assert not quiet.wait_answers(quiet.sent_ids, timeout=60), worker.log_tail()
@@ -105,18 +96,17 @@ def _one_mib_request(request_id: str, windows: np.ndarray) -> bytes:
 
 
 def test_memory_stays_within_the_workers_byte_bound_with_1_mib_payloads(
-    mosquitto: MosquittoBroker, repository: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+    serving: ServingSetup, record_property: Callable[[str, object], None]
 ) -> None:
     queue_bytes = 32 * 2**20
     windows = windows_from_sample(4096, seed=4)
     template = _one_mib_request("big-00000", windows)
     assert 900_000 < len(template) < 1_048_576
-    worker = WorkerProcess(_config(mosquitto, repository, queue_bytes=queue_bytes), tmp_path / "w",
-                           worker_id="memory-worker")
-    with worker, TenantClient(mosquitto.host, mosquitto.port, "flood") as flood:
+    worker = serving.worker("memory-worker", tenants=TENANTS, queue_bytes=queue_bytes)
+    with worker, serving.tenant("flood") as flood:
 
         for n in range(3):  # warm-up: models, allocator, first batches
-            flood.publish(LSTM.format("flood"), f"warm-{n}", template.replace(b"big-00000", f"warm-{n}".encode()))
+            flood.send(LSTM.format("flood"), f"warm-{n}", template.replace(b"big-00000", f"warm-{n}".encode()))
         assert not flood.wait_answers(flood.sent_ids, timeout=60)
         baseline = worker.rss()
         with RssSampler(worker) as rss:
@@ -138,21 +128,20 @@ def test_memory_stays_within_the_workers_byte_bound_with_1_mib_payloads(
 
 
 def test_a_paused_worker_serves_the_backlog_it_can_clear_within_its_budget(
-    mosquitto: MosquittoBroker, repository: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+    serving: ServingSetup, record_property: Callable[[str, object], None]
 ) -> None:
-    worker = WorkerProcess(_config(mosquitto, repository, latency_budget_ms=10_000), tmp_path / "w",
-                           worker_id="paused-worker")
+    worker = serving.worker("paused-worker", tenants=TENANTS, latency_budget_ms=10_000)
     windows = windows_from_sample(64, seed=2)
-    with worker, TenantClient(mosquitto.host, mosquitto.port, "quiet") as tenant:
+    with worker, serving.tenant("quiet") as tenant:
 
         for n in range(50):  # warm-up: the worker measures its service time
-            tenant.publish(LSTM.format("quiet"), f"warm-{n}", oip_request(f"warm-{n}", windows[n % 64 : n % 64 + 1]))
+            tenant.send(LSTM.format("quiet"), f"warm-{n}", oip_request(f"warm-{n}", windows[n % 64 : n % 64 + 1]))
         assert not tenant.wait_answers(tenant.sent_ids, timeout=30)
         os.kill(worker.pid, signal.SIGSTOP)
         try:
             for n in paced(1500, 300.0):  # 5 s of 300 requests/s while the worker is stopped
                 request_id = f"backlog-{n:05d}"
-                tenant.publish(LSTM.format("quiet"), request_id, oip_request(request_id, windows[n % 64 : n % 64 + 1]))
+                tenant.send(LSTM.format("quiet"), request_id, oip_request(request_id, windows[n % 64 : n % 64 + 1]))
             assert tenant.wait_acked(30)
         finally:
             os.kill(worker.pid, signal.SIGCONT)

@@ -10,17 +10,16 @@ again without errors.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from tests.brokers import MosquittoBroker
-from tests.reliability.harness import TenantClient, WorkerProcess, paced, sum_samples
-from tests.serving import oip_request, server_config_dict, windows_from_sample
+from tests.support.brokers import ServingSetup
+from tests.support.payloads import oip_request, paced, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import RssSampler, sum_samples
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,43 +36,10 @@ RECOVERY_REQUESTS = 200
 RSS_GROWTH_LIMIT = 256 * 2**20
 
 
-class RssSampler:
-    def __init__(self, worker: WorkerProcess, interval: float = 0.05) -> None:
-        self.worker = worker
-        self.interval = interval
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.samples.append(self.worker.rss())
-            except Exception:  # the process may be gone at the very end
-                return
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 def test_overload_three_times_capacity_bounded_memory_one_answer_each_then_recovers(
-    mosquitto: MosquittoBroker, repository: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+    serving: ServingSetup, record_property: Callable[[str, object], None]
 ) -> None:
-    config = server_config_dict(
-        mosquitto.host,
-        mosquitto.port,
-        repository,
-        shared_group="inference",
-        protocol="5",
-        tenants={"acme": {"models": ["lstm"]}},
-        worker={"queue_size": QUEUE_SIZE},
-    )
-    worker = WorkerProcess(config, tmp_path / "worker", worker_id="overload-test-worker")
+    worker = serving.worker("overload-test-worker", tenants={"acme": {"models": ["lstm"]}}, queue_size=QUEUE_SIZE)
     windows = windows_from_sample(WINDOWS_PER_MESSAGE * 8, seed=11)
 
     def payload(n: int) -> bytes:
@@ -84,24 +50,24 @@ def test_overload_three_times_capacity_bounded_memory_one_answer_each_then_recov
     topic = "tenants/acme/models/lstm/requests"
     next_id = 0
 
-    def publish(tenant: TenantClient) -> None:
+    def publish(tenant: MqttProbe) -> None:
         nonlocal next_id
-        tenant.publish(topic, f"ovl-{next_id:06d}", payload(next_id))
+        tenant.send(topic, f"ovl-{next_id:06d}", payload(next_id))
         next_id += 1
 
-    with worker, TenantClient(mosquitto.host, mosquitto.port, "acme") as tenant, RssSampler(worker) as rss:
+    with worker, serving.tenant("acme") as tenant, RssSampler(worker) as rss:
         # Warm-up, then capacity: closed loop with CALIBRATE_OUTSTANDING requests in flight.
         for _ in range(100):
             publish(tenant)
         assert not tenant.wait_answers(tenant.sent_ids, timeout=30)
-        started, answered_before = time.monotonic(), tenant.total_answers
+        started, answered_before = time.monotonic(), tenant.total_received
         while time.monotonic() - started < CALIBRATE_S:
-            if next_id - tenant.total_answers < CALIBRATE_OUTSTANDING:
+            if next_id - tenant.total_received < CALIBRATE_OUTSTANDING:
                 publish(tenant)
             else:
                 tenant.wait_total(next_id - CALIBRATE_OUTSTANDING + 1, timeout=5)
         assert not tenant.wait_answers(tenant.sent_ids, timeout=30)
-        capacity = (tenant.total_answers - answered_before) / (time.monotonic() - started)
+        capacity = (tenant.total_received - answered_before) / (time.monotonic() - started)
         calibration_ids = list(tenant.sent_ids)
         rss_baseline = worker.rss()
 
@@ -112,7 +78,7 @@ def test_overload_three_times_capacity_bounded_memory_one_answer_each_then_recov
         next_id += overload_count
         overload_started = time.monotonic()
         for n in paced(overload_count, offered_rate):
-            tenant.publish(topic, *prepared[n])
+            tenant.send(topic, *prepared[n])
         achieved_rate = overload_count / (time.monotonic() - overload_started)
         overload_ids = [request_id for request_id, _ in prepared]
         assert tenant.wait_acked(60)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.brokers import MosquittoBroker
-from tests.reliability.harness import TenantClient, WorkerProcess, paced, sum_samples
-from tests.serving import oip_request, server_config_dict, windows_from_sample
+from tests.support.brokers import ServingSetup
+from tests.support.payloads import oip_request, paced, windows_from_sample
+from tests.support.workers import sum_samples
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,23 +30,14 @@ DOWN_S = 0.5
 
 
 def test_sigkill_mid_load_every_request_answered_once_after_dedup(
-    mosquitto: MosquittoBroker, repository: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+    serving: ServingSetup, record_property: Callable[[str, object], None]
 ) -> None:
-    config = server_config_dict(
-        mosquitto.host,
-        mosquitto.port,
-        repository,
-        shared_group="inference",
-        protocol="5",
-        tenants={"acme": {"models": ["lstm"]}},
-        # The whole burst may be buffered: this test is about a kill, not about load shedding.
-        worker={"queue_size": 5000},
-    )
-    worker = WorkerProcess(config, tmp_path / "worker", worker_id="kill-test-worker")
+    # The whole burst may be buffered: this test is about a kill, not about load shedding.
+    worker = serving.worker("kill-test-worker", tenants={"acme": {"models": ["lstm"]}}, queue_size=5000)
     windows = windows_from_sample(64, seed=3)
     payloads = [(f"kill-{n:05d}", oip_request(f"kill-{n:05d}", windows[n % 64 : n % 64 + 1])) for n in range(TOTAL)]
     killed_at: dict[str, float] = {}
-    with worker, TenantClient(mosquitto.host, mosquitto.port, "acme") as tenant:
+    with worker, serving.tenant("acme") as tenant:
         restarted = threading.Event()
 
         def kill_and_restart() -> None:
@@ -60,13 +50,13 @@ def test_sigkill_mid_load_every_request_answered_once_after_dedup(
 
         topic = "tenants/acme/models/lstm/requests"
         for n in paced(PACED_BEFORE, RATE):
-            tenant.publish(topic, *payloads[n])
+            tenant.send(topic, *payloads[n])
         for n in range(PACED_BEFORE, PACED_BEFORE + BURST):
-            tenant.publish(topic, *payloads[n])
+            tenant.send(topic, *payloads[n])
         killer = threading.Thread(target=kill_and_restart, daemon=True)
         killer.start()
         for n in paced(PACED_AFTER, RATE):
-            tenant.publish(topic, *payloads[PACED_BEFORE + BURST + n])
+            tenant.send(topic, *payloads[PACED_BEFORE + BURST + n])
         killer.join(30)
         assert restarted.is_set(), "worker was not restarted"
         worker.wait_ready()

@@ -29,8 +29,8 @@ from provisioning.broker_auth import (
 from provisioning.embedded_broker import EmbeddedAuthError, load_embedded_auth
 from server_app.client_ids import TAG_HEX_CHARS, worker_client_id
 from server_app.config import parse_config
-from tests.brokers import find_mosquitto_passwd
-from tests.serving import REPO_ROOT
+from tests.support.configs import REPO_ROOT
+from tests.support.mosquitto_conf import find_mosquitto_passwd
 
 
 def _config(**broker: Any) -> dict[str, Any]:

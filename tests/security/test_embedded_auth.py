@@ -10,17 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.brokers import MqttProbe, MqttProbeError, free_port, wait_port_open
-from tests.serving import (
-    REPO_ROOT,
-    copy_model_repository,
-    oip_request,
-    start_server_process,
-    stop_process,
-    wait_worker_status,
-    windows_from_sample,
-    write_config,
-)
+from tests.support.configs import REPO_ROOT, copy_model_repository, write_config
+from tests.support.messages import MqttProbeError
+from tests.support.payloads import oip_request, windows_from_sample
+from tests.support.ports import free_port, wait_port_open
+from tests.support.probe import MqttProbe
+from tests.support.workers import ServerProcess, wait_worker_status
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +43,7 @@ def test_embedded_broker_with_generated_auth(tmp_path: Path) -> None:
 
     config["broker"]["embedded_auth_file"] = str(tmp_path / "auth" / "amqtt-auth.json")
     write_config(config_path, config)
-    server = start_server_process(config_path, tmp_path / "server.log")
-    try:
+    with ServerProcess(config_path, tmp_path / "server.log") as server:
         assert wait_port_open("127.0.0.1", port, timeout=30), (tmp_path / "server.log").read_text()
         with MqttProbe("127.0.0.1", port, username="inference-worker", password="worker-secret") as operator:
             operator.connect()
@@ -71,7 +65,4 @@ def test_embedded_broker_with_generated_auth(tmp_path: Path) -> None:
             beta.assert_no_messages(within=1.0, topic="tenants/#")
             answers = [m.json()["id"] for m in acme.messages if m.topic.startswith("tenants/")]
             assert answers == ["a1"]  # the forged request reached no worker
-        assert stop_process(server) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
+        assert server.stop() == 0

@@ -26,7 +26,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,9 +36,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from server_app.runtime import load_model_version
-from tests.brokers import MosquittoBroker
-from tests.reliability.harness import TenantClient, WorkerProcess, paced, sum_samples
-from tests.serving import copy_model_repository, server_config_dict, windows_from_sample
+from tests.support.brokers import ServingSetup
+from tests.support.payloads import paced, windows_from_sample
+from tests.support.workers import sum_samples
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -374,18 +373,9 @@ def test_wildcards_cannot_be_published() -> None:
 
 
 def test_fuzz_ten_thousand_bad_payloads_with_valid_traffic_alongside(
-    mosquitto: MosquittoBroker, tmp_path: Path, record_property: Callable[[str, object], None]
+    serving: ServingSetup, record_property: Callable[[str, object], None]
 ) -> None:
-    repository = copy_model_repository(tmp_path / "models")
-    config = server_config_dict(
-        mosquitto.host,
-        mosquitto.port,
-        repository,
-        shared_group="inference",
-        protocol="5",
-        tenants={"good": {"models": ["lstm"]}, "fuzz": {"models": ["lstm"]}},
-        worker={"max_message_bytes": MAX_MESSAGE_BYTES, "max_windows_per_message": MAX_WINDOWS},
-    )
+    tenants = {"good": {"models": ["lstm"]}, "fuzz": {"models": ["lstm"]}}
     generator = Generator(SEED)
     bads = [generator.make() for _ in range(BAD_COUNT)]
     rng = np.random.default_rng(SEED)
@@ -402,33 +392,35 @@ def test_fuzz_ten_thousand_bad_payloads_with_valid_traffic_alongside(
         for request_id, w in good_windows.items()
     }
     good_ids = list(good_payloads)
-    lstm = load_model_version(repository / "lstm" / "1")
+    lstm = load_model_version(serving.repository / "lstm" / "1")
 
-    worker = WorkerProcess(config, tmp_path / "worker", worker_id="fuzz-test-worker")
+    worker = serving.worker(
+        "fuzz-test-worker", tenants=tenants, max_message_bytes=MAX_MESSAGE_BYTES, max_windows_per_message=MAX_WINDOWS
+    )
     observer_filters = ["tenants/+/models/+/responses", "tenants/+/errors"]
     with (
         worker,
-        TenantClient(mosquitto.host, mosquitto.port, "observer", subscribe=observer_filters) as observer,
-        TenantClient(mosquitto.host, mosquitto.port, "good") as good,
-        TenantClient(mosquitto.host, mosquitto.port, "fuzz", subscribe=["fuzz/none"]) as fuzzer,
+        serving.tenant("observer", subscribe=observer_filters) as observer,
+        serving.tenant("good") as good,
+        serving.tenant("fuzz", subscribe=["fuzz/none"]) as fuzzer,
     ):
         # Warm-up: 200 valid requests, then the RSS reference.
-        observer_start = observer.total_answers
+        observer_start = observer.total_received
         warm = [(f"warm-{i:05d}", good_payloads[good_ids[i]].replace(b'"good-', b'"warm-', 1)) for i in range(200)]
         for request_id, payload in warm:
-            good.publish("tenants/good/models/lstm/requests", request_id, payload)
+            good.send("tenants/good/models/lstm/requests", request_id, payload)
         assert not good.wait_answers([r for r, _ in warm], timeout=30)
         # The observer too has seen every warm-up answer: it counts what is in flight below.
         assert observer.wait_total(observer_start + len(warm), timeout=30) >= observer_start + len(warm)
         rss_after_warmup = worker.rss()
-        observer_before = observer.total_answers
+        observer_before = observer.total_received
         sent_answerable = 0
         peak_in_flight = 0
 
         def wait_for_room() -> None:
             """Block until fewer than MAX_IN_FLIGHT answerable requests are unanswered."""
             nonlocal peak_in_flight
-            in_flight = sent_answerable - (observer.total_answers - observer_before)
+            in_flight = sent_answerable - (observer.total_received - observer_before)
             peak_in_flight = max(peak_in_flight, in_flight)
             if in_flight < MAX_IN_FLIGHT:
                 return
@@ -448,7 +440,7 @@ def test_fuzz_ten_thousand_bad_payloads_with_valid_traffic_alongside(
             if n % (GOOD_EVERY + 1) == GOOD_EVERY and next_good < len(good_ids):
                 request_id = good_ids[next_good]
                 next_good += 1
-                good.publish("tenants/good/models/lstm/requests", request_id, good_payloads[request_id])
+                good.send("tenants/good/models/lstm/requests", request_id, good_payloads[request_id])
                 sent_answerable += 1
                 continue
             bad = next(bad_iter, None)
@@ -458,11 +450,11 @@ def test_fuzz_ten_thousand_bad_payloads_with_valid_traffic_alongside(
             if bad.response_topic is not None:
                 properties = Properties(PacketTypes.PUBLISH)
                 properties.ResponseTopic = bad.response_topic
-            fuzzer.publish(bad.topic, bad.request_id or f"anon-{n}", bad.payload, properties)
+            fuzzer.send(bad.topic, bad.request_id or f"anon-{n}", bad.payload, properties)
             sent_answerable += bad.reply_topic is not None
         for request_id in good_ids[next_good:]:
             wait_for_room()
-            good.publish("tenants/good/models/lstm/requests", request_id, good_payloads[request_id])
+            good.send("tenants/good/models/lstm/requests", request_id, good_payloads[request_id])
             sent_answerable += 1
         publish_s = time.monotonic() - started
         assert fuzzer.wait_acked(60) and good.wait_acked(60), "the broker did not acknowledge everything"
@@ -478,7 +470,8 @@ def test_fuzz_ten_thousand_bad_payloads_with_valid_traffic_alongside(
         metrics = worker.metrics()
         rss_end = worker.rss()
         # (a late warm-up answer may reach the observer after the reference count)
-        raw = [(t, p) for t, p in observer.raw[observer_before:] if not p.startswith(b'{"id":"warm-')]
+        late = observer.messages[observer_before:]
+        raw = [(m.topic, m.payload) for m in late if not m.payload.startswith(b'{"id":"warm-')]
 
     # -- valid traffic: exactly once, correct
     assert not missing_good, f"{len(missing_good)} valid requests unanswered, e.g. {sorted(missing_good)[:5]}"

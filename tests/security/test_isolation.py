@@ -17,8 +17,7 @@ SUBACK 0x80, a denied PUBLISH is acknowledged and dropped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,11 @@ from provisioning.embedded_broker import embedded_broker
 from server_app.client_ids import worker_client_id
 from server_app.config import parse_config
 from server_app.worker import Worker
-from tests.brokers import MqttProbe, MqttProbeError
-from tests.reliability.harness import prometheus_samples, sum_samples
-from tests.security.conftest import WORKER_USER, Secured
-from tests.serving import oip_request, running_worker, windows_from_sample
+from tests.support.brokers import WORKER_USER, Secured
+from tests.support.messages import MqttProbeError
+from tests.support.payloads import oip_request, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import prometheus_samples, running_worker, sum_samples
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,6 @@ WINDOW = windows_from_sample(1, seed=1)
 
 def _answers(worker: Worker, **labels: str) -> float:
     return sum_samples(prometheus_samples(worker.metrics.render().decode()), "inference_answers_total", **labels)
-
-
-def _puback_reasons(probe: MqttProbe) -> list[int]:
-    reasons: list[int] = []
-    probe.client.on_publish = lambda client, userdata, mid, rc, props: reasons.append(rc.value)
-    return reasons
 
 
 # Every form of the workers' request subscription a tenant might try: the configured group,
@@ -195,18 +189,6 @@ def test_tenant_cannot_join_the_workers_subscription(secured: Secured, protocol:
 # --------------------------------------------------------------------------- the workers' client ids
 
 
-@contextmanager
-def _named_worker(config: dict[str, Any], worker_id: str) -> Iterator[Worker]:
-    """A worker as production starts one: its public id from `worker.id`, no client id override."""
-    worker = Worker(parse_config(yaml.safe_dump({**config, "worker": {**config.get("worker", {}), "id": worker_id}})))
-    worker.start()
-    try:
-        assert worker.wait_ready(15), f"worker not ready: {worker.ready()[1]}"
-        yield worker
-    finally:
-        worker.stop()
-
-
 def test_tenant_using_a_workers_public_id_takes_nothing_over(secured: Secured) -> None:
     """Issue 11 (high): worker client ids were the public worker id (host name, inference-N); a
     tenant connecting with one kicked the worker and inherited its session. The broker cannot
@@ -214,7 +196,7 @@ def test_tenant_using_a_workers_public_id_takes_nothing_over(secured: Secured) -
     an id derived from its password: a tenant using the public id gets a fresh session of its
     own, the worker stays connected, and none of the other tenant's 1,000 requests is lost."""
     public_id = "inference-0"
-    with _named_worker(secured.config, public_id) as worker, secured.probe("beta") as beta:
+    with running_worker(secured.config, worker_id=public_id) as worker, secured.probe("beta") as beta:
         secret_id = worker_client_id(parse_config(yaml.safe_dump(secured.config)).broker, public_id)
         client_id = worker.transport.client_id
         beta.subscribe("tenants/beta/models/ann/responses")
@@ -261,7 +243,6 @@ def test_tenant_cannot_publish_into_another_tenants_topics(secured: Secured, pro
     ):
         beta.subscribe("tenants/beta/#")
         course.subscribe("outqueue/lstm")
-        reasons = _puback_reasons(attacker)
         sent = 0
         for topic in forbidden:
             for _ in range(5):
@@ -269,6 +250,7 @@ def test_tenant_cannot_publish_into_another_tenants_topics(secured: Secured, pro
                 sent += 1
         attacker.publish("inqueue/lstm", orjson.dumps({f"norm_{i}": 0.1 for i in range(1, 7)}))
         sent += 1
+        reasons = attacker.puback_reasons
         # A request of its own, after the forged ones: once it is answered, everything before it
         # that had reached the worker would have been answered too.
         attacker.subscribe("tenants/acme/models/lstm/responses")
@@ -375,7 +357,7 @@ def test_embedded_broker_with_generated_auth_isolates_tenants(secured: Secured) 
         for kwargs in ({"user": "acme", "password": "wrong"}, {"user": None}, {"user": "mallory", "password": "x"}):
             with pytest.raises(MqttProbeError):
                 probe(**kwargs)
-        with _named_worker(config, "laptop") as worker, probe("acme") as acme, probe("beta") as beta:
+        with running_worker(config, worker_id="laptop") as worker, probe("acme") as acme, probe("beta") as beta:
             filters = ("tenants/beta/#", "tenants/+/errors", "#", *WORKER_FILTERS)
             denied = {f: acme.subscribe(f, check=False)[0] for f in filters}
             # The worker's public id as client id: amqtt too hands a session to whoever names it.
@@ -425,8 +407,8 @@ def test_retained_requests_what_the_broker_does_and_does_not_enforce(secured: Se
 
     shared = "$share/inference/tenants/+/models/+/requests"
     with secured.probe("acme") as acme:
-        reasons = _puback_reasons(acme)
         acme.publish("tenants/acme/models/lstm/requests", oip_request("retained-1", WINDOW), retain=True)
+        reasons = acme.puback_reasons
         with secured.probe(WORKER_USER) as plain, secured.probe(WORKER_USER) as careful:
             plain.subscribe(shared)
             _, mid = careful.client.subscribe(shared, options=SubscribeOptions(qos=1, retainHandling=2))

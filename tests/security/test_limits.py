@@ -13,9 +13,11 @@ import orjson
 import pytest
 
 from server_app.worker import Worker
-from tests.brokers import MosquittoBroker, MqttProbe
-from tests.reliability.harness import prometheus_samples
-from tests.serving import oip_request, running_worker, server_config_dict, windows_from_sample
+from tests.support.configs import server_config_dict
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.payloads import oip_request, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import prometheus_samples, running_worker
 
 pytestmark = pytest.mark.integration
 

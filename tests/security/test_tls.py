@@ -20,10 +20,12 @@ import pytest
 import yaml
 
 from server_app.config import parse_config
-from server_app.worker import Worker
-from tests.brokers import MosquittoBroker, MqttProbe, MqttProbeError
-from tests.reliability.harness import TenantClient, TlsFiles
-from tests.serving import oip_request, running_worker, server_config_dict, windows_from_sample
+from tests.support.configs import server_config_dict
+from tests.support.messages import MqttProbeError, TlsFiles
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.payloads import oip_request, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -105,8 +107,8 @@ def _config(broker: MosquittoBroker, repository: Path, tls: dict[str, Any]) -> d
 
 
 def _round_trip(broker: MosquittoBroker, tls: TlsFiles) -> dict[str, Any]:
-    with TenantClient(broker.host, broker.port, "acme", tls=tls) as tenant:
-        tenant.publish("tenants/acme/models/lstm/requests", "tls-1", oip_request("tls-1", windows_from_sample(2)))
+    with MqttProbe.for_tenant(broker.host, broker.port, "acme", tls=tls) as tenant:
+        tenant.send("tenants/acme/models/lstm/requests", "tls-1", oip_request("tls-1", windows_from_sample(2)))
         assert not tenant.wait_answers(["tls-1"], timeout=15)
         return tenant.snapshot()["tls-1"][0].body
 
@@ -127,17 +129,13 @@ def test_worker_with_client_certificate_when_the_broker_requires_one(
     with running_worker(_config(mtls_broker, repository, tls)):
         body = _round_trip(mtls_broker, TlsFiles(pki.ca, pki.client_cert, pki.client_key))
     assert body["id"] == "tls-1" and "error" not in body
-    # Without a client certificate the handshake fails.
-    with pytest.raises((ssl.SSLError, OSError, TimeoutError)):
-        TenantClient(mtls_broker.host, mtls_broker.port, "acme", tls=TlsFiles(pki.ca)).connect(timeout=3)
+    # Without a client certificate the handshake fails (the probe: closed before CONNACK).
+    with pytest.raises((ssl.SSLError, OSError, TimeoutError, MqttProbeError)):
+        MqttProbe.for_tenant(mtls_broker.host, mtls_broker.port, "acme", tls=TlsFiles(pki.ca)).connect(timeout=3)
 
 
 def test_worker_refuses_a_broker_its_ca_did_not_sign(tls_broker: MosquittoBroker, repository: Path, pki: Pki) -> None:
     config = parse_config(yaml.safe_dump(_config(tls_broker, repository, {"ca_file": str(pki.other_ca)})))
-    worker = Worker(config, client_id="tls-untrusting-worker")
-    worker.start()
-    try:
+    with running_worker(config, client_id="tls-untrusting-worker", ready_within=None) as worker:
         assert not worker.wait_ready(3), "connected to a broker whose certificate its CA did not sign"
         assert worker.ready()[1] == "not connected to the broker"
-    finally:
-        worker.stop()

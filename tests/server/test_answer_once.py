@@ -16,7 +16,8 @@ import pytest
 from server_app.config import parse_config
 from server_app.mqtt import InboundMessage
 from server_app.worker import Worker
-from tests.serving import copy_model_repository, oip_request, windows_from_sample
+from tests.support.configs import copy_model_repository
+from tests.support.payloads import oip_request, windows_from_sample
 
 WINDOW = windows_from_sample(1, seed=2)
 TOPIC = "tenants/acme/models/lstm/requests"

@@ -12,7 +12,8 @@ from server_app.config import parse_config
 from server_app.mqtt import InboundMessage
 from server_app.service import InferenceService, Prediction, Request
 from server_app.state import StateBuilder
-from tests.serving import copy_model_repository, windows_from_sample
+from tests.support.configs import copy_model_repository
+from tests.support.payloads import windows_from_sample
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.serving import REPO_ROOT, copy_model_repository
+from tests.support.configs import copy_model_repository
+from tests.support.workers import run_server
 
 TIMEOUT_S = 120  # generous: model loading on a busy machine; the error comes right after
 
@@ -39,10 +39,7 @@ def _run_server(tmp_path: Path, broker_port: int, health_port: int | None) -> su
     }
     path = tmp_path / "server.yaml"
     path.write_text(yaml.safe_dump(config))
-    return subprocess.run(
-        [sys.executable, "-m", "server_app", "--config", str(path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )
+    return run_server(path, timeout=TIMEOUT_S)
 
 
 def _error_line(stderr: str) -> str:

@@ -16,8 +16,9 @@ from pydantic import BaseModel
 from server_app.config import ServerConfig, load_config
 from server_app.reload import RESTART_ONLY, Reloader, needs_restart, restart_only_changes
 from server_app.state import ServingState
-from tests.brokers import MosquittoBroker
-from tests.serving import REPO_ROOT, copy_model_repository, running_worker, server_config_dict, write_config
+from tests.support.configs import REPO_ROOT, copy_model_repository, server_config_dict, write_config
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.workers import running_worker
 
 # Keys of these mappings are names chosen by the operator; the README writes them so.
 PLACEHOLDERS = {"models": "<name>", "tenants": "<id>"}

@@ -11,34 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from tests.brokers import MosquittoBroker, MqttProbe
-from tests.serving import (
-    copy_model_repository,
-    count_answers,
-    oip_request,
-    server_config_dict,
-    start_server_process,
-    stop_process,
-    wait_worker_status,
-    windows_from_sample,
-    write_config,
-)
+from tests.support.configs import copy_model_repository, server_config_dict, write_config
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.payloads import count_answers, oip_request, windows_from_sample
+from tests.support.probe import MqttProbe
+from tests.support.workers import ServerProcess, wait_worker_status
 
 pytestmark = pytest.mark.integration
 
 REQUESTS = 60
-
-
-def _workers_of(pid: int) -> list[psutil.Process]:
-    """Worker processes of a supervisor (not multiprocessing's resource tracker)."""
-    return [
-        child
-        for child in psutil.Process(pid).children()
-        if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline())
-    ]
 
 
 def _status(message: Any) -> dict[str, Any]:
@@ -55,8 +38,7 @@ def test_restarted_worker_serves_the_config_file_as_edited(mosquitto: MosquittoB
         worker={"id": "pool", "shutdown_grace_s": 5},
     )  # fmt: skip
     config_path = write_config(tmp_path / "server.yaml", config)
-    server = start_server_process(config_path, tmp_path / "server.log", "--workers", "2")
-    try:
+    with ServerProcess(config_path, tmp_path / "server.log", "--workers", "2") as server:
         with (
             MqttProbe(mosquitto.connect_host, mosquitto.port, protocol="5").connect() as observer,
             MqttProbe(mosquitto.connect_host, mosquitto.port, protocol="5").connect() as sender,
@@ -68,7 +50,7 @@ def test_restarted_worker_serves_the_config_file_as_edited(mosquitto: MosquittoB
             # The operator adds a tenant; then one worker dies and is restarted.
             config["tenants"]["gamma"] = {"models": ["lstm"]}
             write_config(config_path, config)
-            workers = _workers_of(server.pid)
+            workers = server.children()
             assert len(workers) == 2, workers
             killed_at = time.time()
             workers[0].kill()
@@ -103,8 +85,4 @@ def test_restarted_worker_serves_the_config_file_as_edited(mosquitto: MosquittoB
             assert per_id == dict.fromkeys(sent, 1)
             # Mosquitto deals a shared subscription's messages round-robin: both answered some.
             assert set(per_worker) == {"pool-0", "pool-1"}, per_worker
-        assert stop_process(server) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=30)
+        assert server.stop() == 0

@@ -16,8 +16,9 @@ from contract.model_format import ModelMetadata, Normalization
 from ml_training.cli import main
 from server_app.errors import ModelLoadError
 from server_app.runtime import load_model_version
-from tests.byo_models import build_models, direct_invoke
-from tests.serving import SHIPPED_MODELS, windows_from_sample
+from tests.support.byo_models import build_models, direct_invoke
+from tests.support.configs import SHIPPED_MODELS
+from tests.support.payloads import windows_from_sample
 
 TUTORIAL = ["--normalization", "tutorial", "--offset", "15", "--scale", "10"]
 IMPORTS: dict[str, list[str]] = {
