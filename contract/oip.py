@@ -45,6 +45,25 @@ _PEEK_BYTES = 2 * MAX_ID_LENGTH
 _LEADING_ID = re.compile(rb'\A\s*\{\s*"id"\s*:\s*(?:"([^"\\\x00-\x1f]{1,256})"|(-?\d{1,20})\s*[,}])')
 
 
+MAX_SERIES_LENGTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    """Which series a request's windows come from, and when (request `parameters`): `series`
+    (e.g. the station), `time` (the newest reading of the last window on the series' own
+    clock: Unix seconds on a regular grid, or simply the reading's index) and `step_s` (the
+    step between readings on that clock). With all three the service scores its forecasts."""
+
+    series: str
+    time: float | None = None
+    step_s: float | None = None
+
+    @property
+    def timed(self) -> bool:
+        return self.time is not None and self.step_s is not None
+
+
 @dataclass(slots=True)
 class DecodedRequest:
     """One request's windows, shape [batch, window_length, features], float32."""
@@ -53,6 +72,29 @@ class DecodedRequest:
     windows: np.ndarray
     normalized: bool
     parameters: dict[str, Any] = field(default_factory=dict)
+    series: SeriesInfo | None = None
+
+
+def _number(parameters: dict[str, Any], key: str, request_id: str | None, *, positive: bool = False) -> float | None:
+    value = parameters.get(key)
+    if value is None:
+        return None
+    if type(value) not in _NUMBER_TYPES or not math.isfinite(value) or (positive and value <= 0):
+        kind = "a positive number" if positive else "a finite number"
+        raise InvalidRequest(f"parameters.{key} must be {kind}", request_id)
+    return float(value)
+
+
+def series_info(parameters: dict[str, Any], request_id: str | None) -> SeriesInfo | None:
+    """`parameters.series` / `time` / `step_s`, checked; None when the request names no series."""
+    series = parameters.get("series")
+    if series is None:
+        return None
+    if not isinstance(series, str) or not 0 < len(series) <= MAX_SERIES_LENGTH:
+        raise InvalidRequest(f"parameters.series must be a string of 1 to {MAX_SERIES_LENGTH} characters", request_id)
+    return SeriesInfo(
+        series, _number(parameters, "time", request_id), _number(parameters, "step_s", request_id, positive=True)
+    )
 
 
 def peek_id(payload: bytes) -> str | None:
@@ -175,8 +217,9 @@ def decode_request(payload: bytes, *, max_bytes: int, max_windows: int) -> Decod
     parameters = body.get("parameters", {})
     if not isinstance(parameters, dict):
         raise InvalidRequest("'parameters' must be a JSON object", request_id)
+    series = series_info(parameters, request_id)
     windows = _windows(tensor, request_id, max_windows)
-    return DecodedRequest(request_id, windows, parameters.get("normalized") is True, parameters)
+    return DecodedRequest(request_id, windows, parameters.get("normalized") is True, parameters, series)
 
 
 def encode_response(

@@ -74,3 +74,13 @@ def answer_topic_allowed(tenant: str, topic: str) -> bool:
         and "\x00" not in topic
         and not is_request_topic(topic)
     )
+
+
+def quality_topic(tenant: str, model: str) -> str:
+    """Retained: the tenant's forecast quality and drift alarm for one model."""
+    return f"tenants/{tenant}/models/{model}/quality"
+
+
+def service_quality_topic(tenant: str, model: str) -> str:
+    """Retained: the same, for operators (alarms of every tenant under one filter)."""
+    return f"service/quality/{tenant}/{model}"

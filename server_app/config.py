@@ -60,9 +60,20 @@ class ModelConfig(Strict):
     )
 
 
+class CanaryConfig(Strict):
+    version: PositiveInt
+    fraction: float = Field(gt=0, lt=1, description="share of the tenant's series this version answers")
+
+
 class TenantConfig(Strict):
     models: list[Name] = Field(min_length=1)
     versions: dict[Name, PositiveInt] = Field(default_factory=dict)
+    shadow: dict[Name, PositiveInt] = Field(
+        default_factory=dict, description="model -> version run on the tenant's windows and scored, never answered"
+    )
+    canary: dict[Name, CanaryConfig] = Field(
+        default_factory=dict, description="model -> version answering a stable fraction of the tenant's series"
+    )
     rate_limit_per_s: float | None = Field(None, gt=0)
     burst: PositiveInt | None = None
     format: Literal["oip", "tutorial"] = "oip"
@@ -71,9 +82,10 @@ class TenantConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TenantConfig:
-        unknown = set(self.versions) - set(self.models)
-        if unknown:
-            raise ValueError(f"versions pins models the tenant may not use: {sorted(unknown)}")
+        for section in ("versions", "shadow", "canary"):
+            unknown = set(getattr(self, section)) - set(self.models)
+            if unknown:
+                raise ValueError(f"{section} names models the tenant may not use: {sorted(unknown)}")
         if self.format == "tutorial":
             if not self.in_queue or not self.out_queue:
                 raise ValueError("format tutorial needs in_queue and out_queue")
@@ -156,6 +168,22 @@ class HealthConfig(Strict):
         return data
 
 
+class PromotionConfig(Strict):
+    margin: float = Field(0.1, ge=0, lt=1, description="the shadow's MAE must be this fraction below the live one")
+    min_resolved: PositiveInt = Field(200, description="resolved forecasts of both versions before deciding")
+
+
+class QualityConfig(Strict):
+    enabled: bool = True
+    window: PositiveInt = Field(200, description="resolved forecasts in the rolling MAE / RMSE / skill")
+    min_resolved: PositiveInt = Field(30, description="resolved forecasts before skill is judged")
+    skill_threshold: float = Field(1.0, gt=0, description="skill (MAE / persistence MAE) above this raises an alarm")
+    drift_detector: Literal["adwin", "page_hinkley", "off"] = "adwin"
+    max_series: PositiveInt = Field(10_000, description="series tracked per worker; least recently seen dropped")
+    pending_per_series: PositiveInt = Field(64, description="unresolved forecasts kept per series")
+    auto_promote: PromotionConfig | None = Field(None, description="promote a shadow that beats the live version")
+
+
 class ServingPolicy(Strict):
     """What a running worker serves, and what a reload may change: models, tenants, and the
     worker's batching and limits. The serving state holds this; the start-up settings (broker,
@@ -164,6 +192,7 @@ class ServingPolicy(Strict):
     models: dict[Name, ModelConfig]
     tenants: dict[Name, TenantConfig]
     worker: WorkerConfig
+    quality: QualityConfig
 
 
 class ServerConfig(Strict):
@@ -171,6 +200,7 @@ class ServerConfig(Strict):
     models: dict[Name, ModelConfig] = Field(min_length=1)
     tenants: dict[Name, TenantConfig] = Field(min_length=1)
     worker: WorkerConfig = Field(default_factory=lambda: WorkerConfig())
+    quality: QualityConfig = Field(default_factory=lambda: QualityConfig())
     reload: ReloadConfig = Field(default_factory=lambda: ReloadConfig())
     health: HealthConfig = Field(default_factory=lambda: HealthConfig())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -195,10 +225,9 @@ class ServerConfig(Strict):
                 seen_queues[tenant.in_queue] = tenant_id
         return self
 
-
     @property
     def policy(self) -> ServingPolicy:
-        return ServingPolicy(models=self.models, tenants=self.tenants, worker=self.worker)
+        return ServingPolicy(models=self.models, tenants=self.tenants, worker=self.worker, quality=self.quality)
 
 def parse_config(text: str, source: str = "<config>") -> ServerConfig:
     """Validate config text (YAML or JSON); raise ConfigError naming the source and field."""

@@ -36,6 +36,10 @@ class ServingState:
     defaults: dict[str, LoadedModel] = field(default_factory=dict)  # version served unless a tenant pins
     failures: dict[ModelKey, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # model name -> why nothing serves it
+    # Per (tenant, model): a version scored on the same windows but never answered, and a
+    # version answering a stable fraction of the tenant's series.
+    shadows: dict[tuple[str, str], LoadedModel] = field(default_factory=dict)
+    canaries: dict[tuple[str, str], tuple[LoadedModel, float]] = field(default_factory=dict)
 
     def route(self, tenant: str, model: str) -> LoadedModel:
         loaded = self.routes.get((tenant, model))
@@ -69,6 +73,13 @@ class ServingState:
             },
             "failures": {f"{name}/{version}": why for (name, version), why in sorted(self.failures.items())},
             "missing": dict(self.missing),
+            "shadows": {
+                f"{tenant}/{model}": loaded.version for (tenant, model), loaded in sorted(self.shadows.items())
+            },
+            "canaries": {
+                f"{tenant}/{model}": {"version": loaded.version, "fraction": fraction}
+                for (tenant, model), (loaded, fraction) in sorted(self.canaries.items())
+            },
         }
 
 
@@ -177,5 +188,25 @@ class StateBuilder:
                     target = pinned
                 if target is not None:
                     routes[(tenant_id, name)] = target
-        return ServingState(policy, models, routes, folders, defaults, failures, missing)
+
+        def candidate(tenant_id: str, name: str, version: int, role: str) -> LoadedModel | None:
+            found = listings[name].get(version)
+            loaded = obtain(name, found) if found is not None else None
+            if loaded is None:
+                why = failures.get((name, version), f"version {version} not found")
+                log.error("tenant %s: %s version %d of %s cannot load (%s)", tenant_id, role, version, name, why)
+            return loaded
+
+        shadows: dict[tuple[str, str], LoadedModel] = {}
+        canaries: dict[tuple[str, str], tuple[LoadedModel, float]] = {}
+        for tenant_id, tenant in policy.tenants.items():
+            for name, version in tenant.shadow.items():
+                shadow = candidate(tenant_id, name, version, "shadow")
+                if shadow is not None:
+                    shadows[(tenant_id, name)] = shadow
+            for name, canary_config in tenant.canary.items():
+                canary = candidate(tenant_id, name, canary_config.version, "canary")
+                if canary is not None:
+                    canaries[(tenant_id, name)] = (canary, canary_config.fraction)
+        return ServingState(policy, models, routes, folders, defaults, failures, missing, shadows, canaries)
 

@@ -7,6 +7,7 @@ thread (builds new serving states) and the health HTTP thread (reads flags only)
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ from server_app.limits import AnsweredRequests
 from server_app.logs import request_fields
 from server_app.metrics import Metrics
 from server_app.mqtt import InboundMessage, MqttTransport
+from server_app.quality_feed import QualityFeed, promoted
 from server_app.reload import Reloader
 from server_app.routing import Reply, resolve_reply, subscriptions
 from server_app.service import InferenceService, Outcome, Prediction, Request
@@ -95,6 +97,7 @@ class Worker:
             if config.health.broker_stats and self._health_port is not None
             else None
         )
+        self._quality = QualityFeed(config.quality, self.metrics, self._publish_retained, self._promote)
         self._health: HealthServer | None = None
         self._threads: list[threading.Thread] = []
 
@@ -126,10 +129,24 @@ class Worker:
         limits = state.policy.worker
         self.inbox.configure(**inbox_limits(limits))
         self._answered.configure(limits.dedup_window_s, limits.dedup_max_entries)
+        self._quality.configure(state.policy.quality, set(state.policy.tenants))
         self.metrics.observe_state(state)
         if previous is not None:  # start() announces the first state once connected
             self.publish_status("serving")
         log.info("serving %s", orjson.dumps(state.describe()).decode())
+
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        self.transport.publish(topic, payload, retain=True)
+
+    def _promote(self, tenant: str, model: str, version: int) -> None:
+        """Auto-promotion (quality.auto_promote): the shadow answers from now on, until the
+        config or repository changes (then the config is authoritative again)."""
+        state = self._state
+        new = promoted(state, tenant, model, version) if state is not None else None
+        if new is not None:
+            self._pending_state = new
+            body = {"tenant": tenant, "model": model, "promoted": version, "worker": self.worker_id, "at": time.time()}
+            self.transport.publish(topics.service_quality_topic(tenant, model) + "/promotion", orjson.dumps(body))
 
     def publish_status(self, phase: str) -> None:
         """Serving thread only (the MQTT client belongs to it)."""
@@ -185,6 +202,9 @@ class Worker:
         self.transport.start(subscriptions(state.policy, self._broker.shared_group))
         if self._broker_stats is not None:
             self._broker_stats.start()
+        if self.config.quality.enabled and self.config.quality.drift_detector != "off":
+            # River imports SciPy (~1 s): off the serving thread, before the first scored forecast.
+            threading.Thread(target=importlib.import_module, args=("river.drift",), name="import", daemon=True).start()
         serving = threading.Thread(target=self._serve, name="serving", daemon=True)
         reloading = threading.Thread(target=self._reloader.run, args=(self._stop,), name="reload", daemon=True)
         self._threads = [serving, reloading]
@@ -232,6 +252,7 @@ class Worker:
             while True:
                 now = self._heartbeat = time.monotonic()
                 state = self._current_state()
+                self._quality.flush()
                 if self._status_wanted:
                     self._status_wanted = False
                     self.publish_status("serving")
@@ -314,13 +335,17 @@ class Worker:
                 continue
             if self._redelivered(message, decoded.id):
                 continue
-            requests.append(Request(reply.tenant, reply.model, decoded.id, decoded.windows, decoded.normalized))
+            requests.append(
+                Request(reply.tenant, reply.model, decoded.id, decoded.windows, decoded.normalized, decoded.series)
+            )
             owners.append((message, reply))
         if requests:
             self.metrics.observe_batch(len(requests), sum(r.windows.shape[0] for r in requests))
             outcomes = self._service.predict(state, requests)
             for (message, reply), request, outcome in zip(owners, requests, outcomes, strict=True):
                 self._answer(message, reply, request.id, outcome, started)
+                if isinstance(outcome, Prediction):
+                    self._quality.after_prediction(request, outcome)
         self.inbox.served(payload_bytes, time.monotonic() - started)
 
     def _redelivered(self, message: InboundMessage, request_id: str | None) -> bool:
