@@ -19,8 +19,10 @@ The page reveals tenant names and traffic: it is served on the same address as /
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Callable
 from importlib import resources
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from server_app.service import Outcome, Prediction
+from server_app.supervisor import CONSOLE_PEERS_ENV
 
 if TYPE_CHECKING:
     from server_app.worker import Worker
@@ -39,6 +42,7 @@ RATE_WINDOW_S = 5  # answers per second: the mean over the last complete seconds
 RATE_HISTORY_S = 60  # seconds of answers/s the page charts
 DEFAULT_LATENCY_SAMPLES = 1024
 DEFAULT_FORECAST_POINTS = 120
+PEER_TIMEOUT_S = 1.0  # another worker's view: loopback, so a slow answer means a stuck worker
 
 Route = Callable[[], tuple[bytes, str]]
 
@@ -262,17 +266,52 @@ STATIC_TYPES = {
 }
 
 
+def console_peers() -> list[int]:
+    """Health ports of the workers of this supervisor (``--workers N``), from its environment."""
+    text = os.environ.get(CONSOLE_PEERS_ENV, "")
+    return [int(part) for part in text.split(",") if part.strip().isdigit()]
+
+
+def peer_view(host: str, port: int, timeout_s: float = PEER_TIMEOUT_S) -> dict[str, Any]:
+    """Another worker's own view (its /console/self.json), or a stub saying why it is missing."""
+    try:
+        with urllib.request.urlopen(f"http://{_url_host(host)}:{port}/console/self.json", timeout=timeout_s) as answer:
+            view: dict[str, Any] = orjson.loads(answer.read())
+            return view
+    except (OSError, ValueError) as exc:
+        return {"worker": f"{host}:{port}", "unreachable": str(exc)[:200], "tenants": {}}
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 def console_routes(worker: Worker) -> dict[str, Route]:
-    """Paths the health server adds: the page, its JSON and its static files."""
+    """Paths the health server adds: the page, its JSON and its static files.
+
+    Under a supervisor (``--workers N``) /console.json also holds every sibling worker's view,
+    fetched on this HTTP thread from their /console/self.json (loopback, short timeout)."""
     files = {name: (_static(name), content_type) for name, content_type in STATIC_TYPES.items()}
+    peers = console_peers()
+    host = worker.config.health.host
+
+    def own() -> tuple[bytes, str]:
+        return orjson.dumps(worker_view(worker)), "application/json"
 
     def document() -> tuple[bytes, str]:
-        body = console_document([worker_view(worker)], "single worker")
-        return orjson.dumps(body), "application/json"
+        views = [worker_view(worker)]
+        views += [peer_view(host, port) for port in peers if port != worker.health_port]
+        aggregation = f"{len(peers)} workers of one supervisor" if len(peers) > 1 else "single worker"
+        return orjson.dumps(console_document(views, aggregation)), "application/json"
 
     routes: dict[str, Route] = {
         "/": _constant(files["console.html"]),
         "/console.json": document,
+        "/console/self.json": own,
     }
     for name, content in files.items():
         routes[f"/console/{name}"] = _constant(content)

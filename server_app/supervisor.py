@@ -28,6 +28,8 @@ from server_app.errors import ConfigError
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+# Health ports of all workers, for the live console: each worker's page shows all of them.
+CONSOLE_PEERS_ENV = "MQTT_INFERENCE_CONSOLE_PEERS"
 CONFIG_ERROR_EXIT = 2
 
 
@@ -92,6 +94,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, self._forward_hup)
+        ports = [worker_health_port(self._config.health.port, index) for index in range(self._count)]
+        if all(ports):  # known ports only (not null, not 0 = any free port); spawned workers inherit it
+            os.environ[CONSOLE_PEERS_ENV] = ",".join(str(port) for port in ports)
         for index in range(self._count):
             self._spawn(index)
         while not self._stop.wait(0.2):

@@ -35,6 +35,10 @@
   function renderWorker(w) {
     const card = el("div", { class: "worker", "data-worker": w.worker });
     card.appendChild(el("h3", {}, w.worker));
+    if (w.unreachable) {
+      card.appendChild(el("p", { class: "bad", "data-field": "unreachable" }, "unreachable: " + w.unreachable));
+      return card;
+    }
     const dl = el("dl");
     const row = (label, value, field, cls) => {
       dl.appendChild(el("dt", {}, label));

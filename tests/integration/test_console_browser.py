@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from tests.support.configs import copy_model_repository, server_config_dict
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.payloads import oip_request, windows_from_sample
 from tests.support.probe import MqttProbe
-from tests.support.workers import running_worker
+from tests.support.workers import ServerProcess, running_worker
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -158,3 +160,51 @@ def _check_page(page: Any, document: dict[str, Any], by_id: dict[tuple[str, str]
             shown += 1
     assert shown == 3 and page.locator("#traffic tbody tr").count() == 3
     assert {tenant for tenant, _ in by_id} == {"acme", "beta"}
+
+
+def _wait_ready(port: int) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"worker on health port {port} not ready within {DEADLINE_S:.0f} s")
+
+
+def test_one_page_shows_every_worker_of_a_supervisor(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """`--workers 2`: each worker's /console.json holds both workers' views (the supervisor
+    passes the workers' health ports); the sum over workers equals the answers by id. JSON only:
+    the page renders whatever workers the document lists (checked above)."""
+    config = server_config_dict(
+        mosquitto.connect_host, mosquitto.port, copy_model_repository(tmp_path / "models"),
+        shared_group="inference", protocol="5",
+    )
+    server = ServerProcess.worker(config, tmp_path / "server", worker_id="console-sup")
+    server.args = ("--workers", "2")
+    assert server.health_port is not None
+    with server:
+        _wait_ready(server.health_port + 1)  # `with` waited for worker 0
+        probe = MqttProbe(mosquitto.connect_host, mosquitto.port, protocol="5").connect()
+        try:
+            probe.subscribe(["tenants/acme/models/+/responses", "tenants/beta/models/+/responses"])
+            sent = _send_traffic(probe)
+            all_ids = [request_id for ids in sent.values() for request_id in ids]
+            assert not probe.wait_answers(all_ids, DEADLINE_S), "requests without an answer"
+            by_id = _codes_by_key(probe, sent)
+        finally:
+            probe.close()
+        for port in (server.health_port, server.health_port + 1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/console.json", timeout=10) as answer:
+                document = orjson.loads(answer.read())
+            workers = document["workers"]
+            assert sorted(w["worker"] for w in workers) == ["console-sup-0", "console-sup-1"]
+            assert document["aggregation"] == "2 workers of one supervisor"
+            for key, codes in by_id.items():
+                tenant, model = key
+                ok = sum(w["tenants"][tenant][model]["ok"] for w in workers)
+                errors = sum(w["tenants"][tenant][model]["error_count"] for w in workers)
+                assert (ok, errors) == (codes.get("ok", 0), sum(n for c, n in codes.items() if c != "ok"))
