@@ -177,18 +177,24 @@ class TenantClient:
             self._seq += 1
             return f"{self._id_prefix}{self._seq:07d}"
 
-    def encode(self, request_id: str, windows: np.ndarray) -> bytes:
-        """The payload for windows [b, window] (oldest reading first) in the configured format."""
+    def encode(self, request_id: str, windows: np.ndarray, parameters: dict[str, object] | None = None) -> bytes:
+        """The payload for windows [b, window] (oldest reading first) in the configured format;
+        `parameters` (OIP only) go with it, e.g. the series and time the service scores by."""
         if self._tutorial:
             norm = self.config.normalization
             offset, scale = (0.0, 1.0) if self.normalized or norm is None else (norm.offset, norm.scale)
             return tutorial.encode_request(windows[0], offset, scale)
-        parameters: dict[str, object] = {"sent_at": time.time()}
+        merged: dict[str, object] = {**(parameters or {}), "sent_at": time.time()}
         if self.normalized:
-            parameters["normalized"] = True
-        return oip.encode_request(request_id, windows, parameters)
+            merged["normalized"] = True
+        return oip.encode_request(request_id, windows, merged)
 
-    def submit(self, windows: np.ndarray | Sequence[Sequence[float]], request_id: str | None = None) -> Future[Answer]:
+    def submit(
+        self,
+        windows: np.ndarray | Sequence[Sequence[float]],
+        request_id: str | None = None,
+        parameters: dict[str, object] | None = None,
+    ) -> Future[Answer]:
         """Publish one request of windows [b, window]; its answer resolves the returned future."""
         if not self._connection.is_open:
             raise ClientError("not connected: call connect() first")
@@ -200,7 +206,7 @@ class TenantClient:
         if self._tutorial and array.shape[0] != 1:
             raise ValueError("the tutorial format carries exactly one window per message")
         request_id = request_id or self.next_id()
-        payload = self.encode(request_id, array)
+        payload = self.encode(request_id, array, parameters)
         future: Future[Answer] = Future()
         future.set_running_or_notify_cancel()
         with self._lock:

@@ -141,9 +141,15 @@ class _Session:
         self.sent[request_id] = (start, count)
         if self.keep:
             self.order.append(request_id)
-        self.client.submit(self.windows.x[start : start + count], request_id)
+        self.client.submit(self.windows.x[start : start + count], request_id, self.series_parameters(start, count))
         self.recorder.record_sent(count)
         return request_id
+
+    def series_parameters(self, start: int, count: int) -> dict[str, object]:
+        """Which series and when, so that the service scores its own forecasts (issue 14): the
+        station, and the newest reading's position on the series' own clock (window index, step
+        1: consecutive windows move on by one reading, whatever the readings' timestamps)."""
+        return {"series": str(self.windows.station or "series"), "time": start + count - 1, "step_s": 1}
 
     def send_paced(self, plan: list[tuple[int, int]], rate: float | None, duration_s: float | None) -> None:
         """Send `plan` at `rate` messages/s (absolute schedule, no drift), handling answers meanwhile."""

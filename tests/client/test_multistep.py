@@ -38,12 +38,14 @@ class FakeClient:
         self.late = self.duplicates = 0
         self.uncorrelated_errors: list[tuple[str | None, str]] = []
         self.outstanding = 0
+        self.parameters: list[dict[str, object] | None] = []
 
     def next_id(self) -> str:
         self.seq += 1
         return f"acme-fake-{self.seq:07d}"
 
-    def submit(self, windows: np.ndarray, request_id: str) -> None:
+    def submit(self, windows: np.ndarray, request_id: str, parameters: dict[str, object] | None = None) -> None:
+        self.parameters.append(parameters)
         now = time.monotonic()
         if int(request_id[-7:]) in self.errors:
             self.answers.put(Answer(request_id, len(windows), now, now, None, error_code="overloaded",
