@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,6 +190,39 @@ class ForecastSpec(BaseModel):
         return self.stop(elements) - self.horizon
 
 
+class TrainingTimeRange(BaseModel):
+    """`data.time_range`: which readings a trained version saw (`--since/--until/--last`).
+
+    All times are ISO 8601 UTC. `since` (inclusive) and `until` (exclusive) are the bounds
+    applied, `null` when open; with `--last`, `since` is the bound it resolved to and `last`
+    the duration as given (e.g. `7d`). `first_reading` / `last_reading`: the readings used;
+    `data_first_reading` / `data_last_reading`: the span of the selected parameter and
+    stations in the input files, before the range.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    since: datetime | None = None
+    until: datetime | None = None
+    last: str | None = None
+    first_reading: datetime
+    last_reading: datetime
+    data_first_reading: datetime | None = None
+    data_last_reading: datetime | None = None
+
+
+class TrainingData(BaseModel):
+    """`data`: what a version was trained on (files, stations, spans...; kept as extra).
+
+    Only `time_range` is read by others; metadata written before it existed, and imported
+    models (no `data` section), stay valid.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    time_range: TrainingTimeRange | None = None
+
+
 class ModelMetadata(BaseModel):
     """`metadata.json`. The server relies on the fields below; writers add more (kept as extra)."""
 
@@ -207,6 +241,7 @@ class ModelMetadata(BaseModel):
     output_name: str | None = None
     input_shape: list[int] | None = None
     output_shape: list[int] | None = None
+    data: TrainingData | None = None
 
     @field_validator("format_version")
     @classmethod
@@ -253,6 +288,8 @@ __all__ = [
     "ModelMetadata",
     "Normalization",
     "NormalizationMethod",
+    "TrainingData",
+    "TrainingTimeRange",
     "is_version_name",
     "shape_matches",
     "taken_versions",

@@ -16,6 +16,7 @@ import numpy as np
 from ml_training.errors import EXIT_USAGE, TrainingError
 from ml_training.normalization import METHODS
 from ml_training.options import MODEL_TYPES, NAME_PATTERN, Options
+from ml_training.time_range import parse_duration, parse_time
 from ml_training.train import TrainingResult, native_stderr_captured, run
 
 __all__ = [
@@ -73,6 +74,20 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _time(text: str) -> float:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -98,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         metavar="CSV",
-        help="one or more CSV files in the BTS schema; read in the given order as if "
-        "concatenated (a later duplicate of a (station, time) reading wins)",
+        help="one or more CSV files in the BTS schema, or folders (their *.csv files, by name); "
+        "read in the given order as if concatenated (a later duplicate of a (station, time) "
+        "reading wins)",
     )
     parser.add_argument("--model", choices=MODEL_TYPES, required=True, help="model type: lstm or ann")
     parser.add_argument(
@@ -113,6 +129,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--name",
         metavar="NAME",
         help="model name in the repository (default: the model type); [a-z0-9][a-z0-9_-]{0,62}",
+    )
+    recent = parser.add_argument_group(
+        "time range",
+        "train on part of the data only (e.g. the readings since a drift alarm); applied to the "
+        "readings of the selected parameter and stations before resampling, windowing and the "
+        "chronological split, and recorded in metadata.json (data.time_range). TIME: ISO 8601 "
+        "(UTC when it has no offset) or Unix seconds",
+    )
+    start = recent.add_mutually_exclusive_group()
+    start.add_argument(
+        "--since",
+        type=_time,
+        metavar="TIME",
+        help="only readings at or after TIME, e.g. 2026-11-01T00:00Z",
+    )
+    recent.add_argument(
+        "--until",
+        type=_time,
+        metavar="TIME",
+        help="only readings before TIME (exclusive)",
+    )
+    start.add_argument(
+        "--last",
+        type=_duration,
+        metavar="DURATION",
+        help="only the readings in the last DURATION before the newest reading in the data "
+        "(after --until), e.g. 7d, 36h, 90m, 1d12h, 2w or seconds; relative to the data, not the clock",
     )
     parser.add_argument(
         "--station",
@@ -254,6 +297,9 @@ def options_from_args(args: argparse.Namespace) -> Options:
         max_gap=args.max_gap,
         validation_fraction=args.validation_fraction,
         test_fraction=args.test_fraction,
+        since=args.since,
+        until=args.until,
+        last=args.last,
         quiet=args.quiet,
     )
 

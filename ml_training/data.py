@@ -36,6 +36,7 @@ __all__ = [
     "Segment",
     "SourceFile",
     "Windows",
+    "csv_files",
     "iso_time",
     "load_csvs",
     "make_windows",
@@ -177,10 +178,26 @@ def _training_errors() -> Iterator[None]:
         raise DataError(str(exc)) from None
 
 
+def csv_files(paths: Sequence[Path | str]) -> list[Path]:
+    """``paths`` with each folder replaced by its ``*.csv`` files in name order (hidden ones
+    skipped), so a folder that collects e.g. one file per day reads as one series."""
+    files: list[Path] = []
+    for entry in map(Path, paths):
+        if not entry.is_dir():
+            files.append(entry)
+            continue
+        found = sorted(p for p in entry.glob("*.csv") if not p.name.startswith(".") and p.is_file())
+        if not found:
+            raise DataError(f"{entry}: folder holds no *.csv file")
+        files.extend(found)
+    return files
+
+
 def load_csvs(paths: Sequence[Path | str], time_unit: str = "auto") -> Readings:
-    """Read and validate CSV files in the BTS schema, concatenated in the given order."""
+    """Read and validate CSV files in the BTS schema, concatenated in the given order
+    (a folder stands for its ``*.csv`` files, :func:`csv_files`)."""
     with _training_errors():
-        return bts.load_csvs(paths, time_unit)
+        return bts.load_csvs(csv_files(paths), time_unit)
 
 
 def select(readings: Readings, config: DataConfig) -> tuple[list[Segment], tuple[int, ...], int, int]:

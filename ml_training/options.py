@@ -10,6 +10,7 @@ from typing import Any
 from ml_training import data as data_mod
 from ml_training.errors import OptionsError
 from ml_training.normalization import METHODS, Method
+from ml_training.time_range import TimeRange, format_duration, format_time
 
 MODEL_TYPES = ("lstm", "ann")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -38,6 +39,12 @@ class Options:
     max_gap: float | None = None
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
+    since: float | None = None
+    """Unix seconds: train on readings at or after this time (``--since``)."""
+    until: float | None = None
+    """Unix seconds: train on readings before this time (``--until``)."""
+    last: float | None = None
+    """Seconds: train on the readings in this long before the newest one (``--last``)."""
     quiet: bool = False
 
     @property
@@ -66,6 +73,10 @@ class Options:
             raise OptionsError(f"--patience must be 0 or more, got {self.patience}")
         if not self.learning_rate > 0:
             raise OptionsError(f"--learning-rate must be positive, got {self.learning_rate}")
+        self.time_range().check()
+
+    def time_range(self) -> TimeRange:
+        return TimeRange(since=self.since, until=self.until, last=self.last)
 
     def data_config(self) -> data_mod.DataConfig:
         return data_mod.DataConfig(
@@ -86,5 +97,8 @@ class Options:
         out["repository"] = str(self.repository)
         out["stations"] = list(self.stations)
         out["name"] = self.model_name
+        out["since"] = None if self.since is None else format_time(self.since)
+        out["until"] = None if self.until is None else format_time(self.until)
+        out["last"] = None if self.last is None else format_duration(self.last)
         return out
 

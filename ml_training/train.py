@@ -23,7 +23,8 @@ import numpy as np
 from contract.model_format import ModelMetadata
 from ml_training import data as data_mod
 from ml_training import evaluate
-from ml_training.errors import TrainingError
+from ml_training import time_range as time_range_mod
+from ml_training.errors import DataError, TrainingError
 from ml_training.normalization import Normalization
 from ml_training.options import Options
 
@@ -99,12 +100,32 @@ def run(options: Options, write: Write | None = None) -> TrainingResult:
     export.check_repository(options.repository, options.model_name)
 
     readings = data_mod.load_csvs(options.data, options.time_unit)
-    dataset = data_mod.prepare(readings, options.data_config())
+    time_range = options.time_range()
+    readings, range_record = time_range_mod.apply(
+        readings, time_range, parameter=options.parameter, stations=options.stations
+    )
+    try:
+        dataset = data_mod.prepare(readings, options.data_config())
+    except DataError as exc:
+        if not time_range.active or range_record is None:
+            raise
+        raise DataError(
+            f"{exc} (time range {time_range.label()}: {range_record['readings_in_range']} reading(s) from "
+            f"{range_record['first_reading']} to {range_record['last_reading']}; the data spans "
+            f"{range_record['data_first_reading']} .. {range_record['data_last_reading']})"
+        ) from None
     norm = Normalization.fit(options.normalization, dataset.train_values)
+    if range_record is not None and time_range.active:
+        say(
+            f"time range {time_range.label()}: {range_record['readings_in_range']} reading(s) "
+            f"{range_record['first_reading']} .. {range_record['last_reading']} "
+            f"({range_record['readings_outside']} outside; the data spans "
+            f"{range_record['data_first_reading']} .. {range_record['data_last_reading']})"
+        )
     _describe_data(say, dataset, norm)
     _quiet_tensorflow_logs()
     with native_stderr_captured():
-        return _train_and_publish(options, dataset, norm, write, started)
+        return _train_and_publish(options, dataset, norm, write, started, range_record)
 
 
 def _train_and_publish(
@@ -113,6 +134,7 @@ def _train_and_publish(
     norm: Normalization,
     write: Write | None,
     started: float,
+    range_record: dict[str, Any] | None = None,
 ) -> TrainingResult:
     say: Write = write if write is not None else (lambda _line: None)
     import tensorflow as tf
@@ -206,7 +228,7 @@ def _train_and_publish(
                     "plots": plots,
                 },
                 "tflite": {"ops": info.ops, "size_bytes": info.size_bytes},
-                "data": dataset.describe(),
+                "data": {**dataset.describe(), "time_range": range_record},
                 "metrics": metrics,
                 "training": {
                     **options.to_dict(),

@@ -126,7 +126,10 @@ def test_empty_file_and_directory(tmp_path: Path, repository: Path, capsys: pyte
     assert f"{empty}: file is empty" in _fail(capsys, repository, empty)
     header_only = _write(tmp_path, HEADER, name="header.csv")
     assert f"{header_only}: no data rows after the header" in _fail(capsys, repository, header_only)
-    assert f"{tmp_path}: is a directory" in _fail(capsys, repository, tmp_path)
+    # A folder stands for its *.csv files (tests/training/test_time_range.py); none is an error.
+    folder = tmp_path / "no-csv-here"
+    folder.mkdir()
+    assert f"{folder}: folder holds no *.csv file" in _fail(capsys, repository, folder)
 
 
 def test_ragged_csv(tmp_path: Path, repository: Path, capsys: pytest.CaptureFixture[str]) -> None:
