@@ -37,9 +37,17 @@ DEV = DEPLOYMENT / "overlays" / "dev"
 EMQX = DEPLOYMENT / "overlays" / "emqx"
 TENANT_CLIENT = DEPLOYMENT / "examples" / "tenant-client"
 MODELS_LOADER = DEPLOYMENT / "tools" / "models-loader.yaml"
+RETRAIN = DEPLOYMENT / "jobs" / "retrain"
+DATA_LOADER = RETRAIN / "data-loader.yaml"
 
 # Every kustomization shipped in deployment/, by a short name for test ids.
-KUSTOMIZATIONS: dict[str, Path] = {"base": BASE, "dev": DEV, "emqx": EMQX, "tenant-client": TENANT_CLIENT}
+KUSTOMIZATIONS: dict[str, Path] = {
+    "base": BASE,
+    "dev": DEV,
+    "emqx": EMQX,
+    "tenant-client": TENANT_CLIENT,
+    "retrain": RETRAIN,
+}
 
 # kustomize appends "-" and a 10-character hash to generated ConfigMap/Secret names.
 _HASH_SUFFIX = re.compile(r"-[a-z0-9]{10}$")
@@ -137,9 +145,11 @@ def extract_file(manifests: list[Manifest], kind: str, name: str, key: str) -> s
 
 
 def pod_spec(workload: Manifest) -> dict[str, Any]:
-    """The pod spec of a Deployment, StatefulSet, Job or Pod."""
+    """The pod spec of a Deployment, StatefulSet, Job, CronJob or Pod."""
     if workload["kind"] == "Pod":
         return dict(workload["spec"])
+    if workload["kind"] == "CronJob":
+        return dict(workload["spec"]["jobTemplate"]["spec"]["template"]["spec"])
     return dict(workload["spec"]["template"]["spec"])
 
 
@@ -167,7 +177,7 @@ def volume(workload: Manifest, volume_name: str) -> dict[str, Any]:
     raise KeyError(f"{workload['kind']}/{workload['metadata']['name']} has no volume {volume_name!r}")
 
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "Pod")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 
 
 def workloads(manifests: list[Manifest]) -> list[Manifest]:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.deployment.manifests import (
     BASE,
+    DATA_LOADER,
     DEV,
     EMQX,
     KUSTOMIZATIONS,
@@ -38,10 +39,11 @@ NAMESPACE = "mqtt-inference"
 def all_sets() -> dict[str, list[Manifest]]:
     sets = {name: built_manifests(path) for name, path in KUSTOMIZATIONS.items()}
     sets["models-loader"] = load_manifests(MODELS_LOADER)
+    sets["data-loader"] = load_manifests(DATA_LOADER)
     return sets
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "models-loader"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "models-loader", "data-loader"])
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_every_manifest_is_valid_kubernetes(name: str, version: str) -> None:
     manifests = all_sets()[name]
@@ -67,7 +69,7 @@ def test_the_validator_is_not_vacuous() -> None:
         kubernetes_validate.validate(statefulset, K8S_VERSIONS[0], strict=True)
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "models-loader"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "models-loader", "data-loader"])
 def test_everything_lives_in_the_service_namespace(name: str) -> None:
     for manifest in all_sets()[name]:
         if manifest["kind"] == "Namespace":
@@ -99,11 +101,12 @@ def _references(spec: dict[str, Any]) -> list[tuple[str, str]]:
 def test_volumes_and_env_refer_to_resources_in_the_same_build(name: str) -> None:
     """Catches typos and generated names (hash suffixes) that kustomize failed to rewrite.
 
-    The example client needs the base applied first: its references may resolve there.
+    The example client and the retraining jobs need the base applied first: their
+    references may resolve there.
     """
     manifests = built_manifests(KUSTOMIZATIONS[name])
     available = {(m["kind"], m["metadata"]["name"]) for m in manifests}
-    if name == "tenant-client":
+    if name in ("tenant-client", "retrain"):
         available |= {(m["kind"], m["metadata"]["name"]) for m in built_manifests(BASE)}
     for workload in workloads(manifests):
         volume_claim_templates = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
@@ -187,7 +190,7 @@ def test_disruption_budget_covers_the_workers_and_never_blocks_every_drain(name:
         assert pdb["spec"]["maxUnavailable"] >= 1
 
 
-@pytest.mark.parametrize("name", ["base", "dev", "tenant-client", "models-loader"])
+@pytest.mark.parametrize("name", ["base", "dev", "tenant-client", "retrain", "models-loader", "data-loader"])
 def test_pods_run_as_non_root_with_read_only_root_filesystems(name: str) -> None:
     manifests = all_sets()[name]
     for workload in workloads(manifests):
@@ -203,7 +206,7 @@ def test_pods_run_as_non_root_with_read_only_root_filesystems(name: str) -> None
             assert context["capabilities"]["drop"] == ["ALL"], where
 
 
-@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "models-loader"])
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "models-loader", "data-loader"])
 def test_containers_have_requests_limits_and_pinned_images(name: str) -> None:
     for workload in workloads(all_sets()[name]):
         for container in containers(workload):
