@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from contract import topics
 from server_app.mqtt import InboundMessage
 
-EWMA_WEIGHT = 0.2
+RECENT_BATCHES = 16  # the service time per byte is measured over these
+MIN_BATCHES = 3  # batches measured before the expected wait counts
+OUTLIER_FACTOR = 4.0  # batches slower per byte than this x the median are left out (cold starts, GC, imports)
 
 
 def tenant_key(topic: str) -> str:
@@ -55,10 +57,10 @@ class FairInbox:
         self._queues: OrderedDict[str, _TenantQueue] = OrderedDict()  # round-robin order
         self._count = 0
         self._bytes = 0
-        # Service time per payload byte: the ratio of moving averages of batch seconds and batch
-        # bytes (a ratio of sums, so that many small batches do not dwarf the large ones).
-        self._avg_seconds = 0.0
-        self._avg_bytes = 0.0
+        # Service time per payload byte over the recent batches: a ratio of sums (so that many
+        # small batches do not dwarf the large ones), leaving out the outliers.
+        self._recent: deque[tuple[float, int]] = deque(maxlen=RECENT_BATCHES)
+        self._seconds_per_byte = 0.0
 
     def configure(self, *, max_messages: int, max_bytes: int, latency_budget_s: float) -> None:
         """Reloaded limits apply to the next arrivals; nothing queued is shed for them."""
@@ -73,9 +75,7 @@ class FairInbox:
 
     @property
     def expected_wait_s(self) -> float:
-        if self._avg_bytes <= 0.0:
-            return 0.0  # nothing measured yet
-        return self._bytes * self._avg_seconds / self._avg_bytes
+        return self._bytes * self._seconds_per_byte  # 0 until measured: then only the bounds apply
 
     def offer(self, message: InboundMessage) -> list[InboundMessage]:
         """Queue a message; return what must be shed to stay within bounds (maybe itself)."""
@@ -142,8 +142,10 @@ class FairInbox:
         """Measured service time of a batch: the basis of the expected wait."""
         if payload_bytes <= 0:
             return
-        if self._avg_bytes == 0.0:
-            self._avg_seconds, self._avg_bytes = seconds, float(payload_bytes)
-        else:
-            self._avg_seconds += EWMA_WEIGHT * (seconds - self._avg_seconds)
-            self._avg_bytes += EWMA_WEIGHT * (payload_bytes - self._avg_bytes)
+        self._recent.append((seconds, payload_bytes))
+        if len(self._recent) < MIN_BATCHES:
+            return
+        per_byte = sorted(sec / size for sec, size in self._recent)
+        limit = OUTLIER_FACTOR * per_byte[len(per_byte) // 2]
+        kept = [(sec, size) for sec, size in self._recent if sec / size <= limit]
+        self._seconds_per_byte = sum(sec for sec, _ in kept) / sum(size for _, size in kept)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import sys
+import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -43,11 +45,17 @@ class Detector(Protocol):
     def update(self, x: float) -> Any: ...
 
 
-def make_detector(kind: str) -> Detector | None:
-    """River's detectors, imported on first use (River pulls in SciPy: ~1 s to import)."""
+def make_detector(kind: str, *, wait: bool = False) -> Detector | None:
+    """River's detector, or None while River is still being imported in the background (it
+    pulls in SciPy: ~1 s): the serving thread never waits for that import unless `wait`."""
     if kind == "off":
         return None
-    drift = importlib.import_module("river.drift")
+    drift = sys.modules.get("river.drift")
+    if drift is None:
+        if not wait:
+            start_import()
+            return None
+        drift = importlib.import_module("river.drift")
     if kind == "page_hinkley":
         # On the error relative to persistence (about 1 in normal operation): mode "up" watches
         # for increases only; threshold in those units.
@@ -55,6 +63,18 @@ def make_detector(kind: str) -> Detector | None:
         return detector
     adwin: Detector = drift.ADWIN()
     return adwin
+
+
+_import_started = threading.Event()
+
+
+def start_import() -> None:
+    """Import River on a thread of its own, once."""
+    if not _import_started.is_set():
+        _import_started.set()
+        importer = threading.Thread(target=importlib.import_module, args=("river.drift",), name="import-river")
+        importer.daemon = True
+        importer.start()
 
 
 @dataclass(slots=True)
@@ -220,7 +240,8 @@ class QualityTracker:
         score = self._scores.get(key)
         if score is None:
             score = self._scores[key] = RollingScore(self.config.window)
-            self._detectors[key] = make_detector(self.config.drift_detector) if pending.role == "live" else None
+        if pending.role == "live" and self._detectors.get(key) is None:
+            self._detectors[key] = make_detector(self.config.drift_detector)  # None until River is imported
         error = pending.forecast - actual
         persistence_error = pending.persistence - actual
         score.add(error, persistence_error)

@@ -7,7 +7,6 @@ thread (builds new serving states) and the health HTTP thread (reads flags only)
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -37,6 +36,7 @@ from server_app.limits import AnsweredRequests
 from server_app.logs import request_fields
 from server_app.metrics import Metrics
 from server_app.mqtt import InboundMessage, MqttTransport
+from server_app.quality import start_import
 from server_app.quality_feed import QualityFeed, promoted
 from server_app.reload import Reloader
 from server_app.routing import Reply, resolve_reply, subscriptions
@@ -203,8 +203,7 @@ class Worker:
         if self._broker_stats is not None:
             self._broker_stats.start()
         if self.config.quality.enabled and self.config.quality.drift_detector != "off":
-            # River imports SciPy (~1 s): off the serving thread, before the first scored forecast.
-            threading.Thread(target=importlib.import_module, args=("river.drift",), name="import", daemon=True).start()
+            start_import()  # River imports SciPy (~1 s): off the serving thread, before it is needed
         serving = threading.Thread(target=self._serve, name="serving", daemon=True)
         reloading = threading.Thread(target=self._reloader.run, args=(self._stop,), name="reload", daemon=True)
         self._threads = [serving, reloading]
@@ -339,14 +338,16 @@ class Worker:
                 Request(reply.tenant, reply.model, decoded.id, decoded.windows, decoded.normalized, decoded.series)
             )
             owners.append((message, reply))
+        outcomes: list[Outcome] = []
         if requests:
             self.metrics.observe_batch(len(requests), sum(r.windows.shape[0] for r in requests))
             outcomes = self._service.predict(state, requests)
             for (message, reply), request, outcome in zip(owners, requests, outcomes, strict=True):
                 self._answer(message, reply, request.id, outcome, started)
-                if isinstance(outcome, Prediction):
-                    self._quality.after_prediction(request, outcome)
         self.inbox.served(payload_bytes, time.monotonic() - started)
+        for request, outcome in zip(requests, outcomes, strict=True):  # after `served`: not service time
+            if isinstance(outcome, Prediction):
+                self._quality.after_prediction(request, outcome)
 
     def _redelivered(self, message: InboundMessage, request_id: str | None) -> bool:
         """A broker redelivery (DUP) of a request this process already answered: acknowledge
