@@ -53,6 +53,23 @@ def pump(stream: object, prefix: str, summaries: list[str]) -> None:
         print(f"{prefix}{line}", flush=True)
 
 
+def service_skills(health_port: int) -> dict[tuple[str, str], float]:
+    """The service's live skill per tenant and model, from its /metrics (issue 14)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    skills: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "inference_forecast_skill_ratio":
+            for sample in family.samples:
+                skills[(sample.labels["tenant"], sample.labels["model"])] = sample.value
+    return skills
+
+
 def main() -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with TemporaryDirectory(prefix="mqtt-inference-demo-") as tmp:
@@ -100,18 +117,23 @@ def main() -> int:
             codes = {tenant: process.wait(timeout=DURATION_S + 60) for tenant, process in clients.items()}
             for thread in pumps:
                 thread.join(timeout=5)
+            skills = service_skills(health_port)
         finally:
             server.terminate()
             server_code = server.wait(timeout=30)
 
     print("\n== per-tenant summary")
-    print(f"{'tenant':8} {'model':6} {'sent':>6} {'answered':>9} {'errors':>7} {'p50 ms':>8} {'p99 ms':>8} {'MAE':>8}")
+    print(f"{'tenant':8} {'model':6} {'sent':>6} {'answered':>9} {'errors':>7} {'p50 ms':>8} {'p99 ms':>8} {'MAE':>8} "
+          f"{'skill':>6}")
     for line in summaries:
         s = json.loads(line)
+        skill = skills.get((s["tenant"], s["model"]))
         print(
             f"{s['tenant']:8} {s['model']:6} {s['sent']:>6} {s['answered']:>9} {s['errors']:>7} "
-            f"{s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['mae']:>8.3f}"
+            f"{s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['mae']:>8.3f} {'-' if skill is None else f'{skill:.2f}':>6}"
         )
+    print("skill: the service's own live score, model MAE / persistence MAE (below 1: better than repeating "
+          "the last reading)")
     print(f"server exit code {server_code}; client exit codes {codes}")
     return 0 if server_code == 0 and all(code == 0 for code in codes.values()) and len(summaries) == 2 else 1
 

@@ -154,6 +154,8 @@ def access_plan(config: ServerConfig) -> AccessPlan:
         users.append(UserAccess(tenant_id, "tenant", tuple(rules), tuple(subs)))
     worker_rules.append(Rule("readwrite", "service/workers/#"))
     worker_subs.append(Subscription("service/workers/#", literal=False))
+    # Forecast quality and drift alarms for operators (retained; the tenant's own copy is under tenants/<t>/).
+    worker_rules.append(Rule("write", "service/quality/#"))
     # The broker's own counters ($SYS/broker/publish/messages/dropped, clients, heap): the one
     # place where loss inside the broker shows.
     worker_rules.append(Rule("read", "$SYS/broker/#"))

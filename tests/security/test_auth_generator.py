@@ -137,6 +137,7 @@ def test_dynsec_roles_per_tenant_and_worker() -> None:
         ("publishClientSend", "out q/lstm"),
         ("publishClientSend", "service/workers/#"),
         ("publishClientReceive", "service/workers/#"),
+        ("publishClientSend", "service/quality/#"),
         ("publishClientReceive", "$SYS/broker/#"),
         # Exactly the worker's own subscriptions: the configured group only, no plain form.
         ("subscribeLiteral", "$share/inference/tenants/+/models/+/requests"),
