@@ -210,11 +210,14 @@ def worker_view(worker: Worker) -> dict[str, Any]:
     routes: dict[str, int] = described.get("routes", {})
     traffic = stats.snapshot(set(state.policy.tenants) if state is not None else None)
     tenants: dict[str, dict[str, Any]] = traffic["tenants"]
+    quality = worker.quality_snapshot()
     if state is not None:  # every configured route appears, with traffic or not
         for tenant_id, tenant in state.policy.tenants.items():
             for model in tenant.models:
                 entry = tenants.setdefault(tenant_id, {}).setdefault(model, _idle_entry())
                 entry["version"] = routes.get(f"{tenant_id}/{model}", entry["version"])
+                scored = quality.get((tenant_id, model))
+                _add_quality(entry, described, f"{tenant_id}/{model}", scored)
     ready, ready_detail = worker.ready()
     now = time.time()
     return {
@@ -236,6 +239,21 @@ def worker_view(worker: Worker) -> dict[str, Any]:
         "queue_depth": len(worker.inbox),
         "tenants": {tenant: tenants[tenant] for tenant in sorted(tenants)},
     }
+
+
+def _add_quality(entry: dict[str, Any], described: dict[str, Any], route: str, scored: dict[str, Any] | None) -> None:
+    """Skill, alarm, shadow and canary of one route, from the quality tracker's last message."""
+    versions: list[dict[str, Any]] = scored.get("versions", []) if scored else []
+
+    def skill_of(version: Any, role: str) -> Any:
+        return next((v.get("skill") for v in versions if v["version"] == version and v["role"] == role), None)
+
+    entry["skill"] = skill_of(entry["version"], "live")
+    entry["alarm"] = bool(scored and scored.get("alarm"))
+    shadow = described.get("shadows", {}).get(route)
+    entry["shadow"] = None if shadow is None else {"version": shadow, "skill": skill_of(shadow, "shadow")}
+    canary = described.get("canaries", {}).get(route)
+    entry["canary"] = None if canary is None else {**canary, "skill": skill_of(canary["version"], "canary")}
 
 
 def _idle_entry() -> dict[str, Any]:

@@ -42,6 +42,8 @@ class QualityFeed:
         self._promote = promote
         self._clock = clock
         self._next_publish = 0.0
+        # What other threads (the console) may read: replaced whole, never mutated in place.
+        self.latest: dict[tuple[str, str], dict[str, object]] = {}
 
     def configure(self, config: QualityConfig, tenants: set[str]) -> None:
         self.tracker.configure(config)
@@ -86,6 +88,7 @@ class QualityFeed:
 
     def _announce(self, tenant: str, model: str) -> None:
         body = self.tracker.describe(tenant, model)
+        self.latest = {**self.latest, (tenant, model): body}
         payload = orjson.dumps(body)
         self._publish(topics.quality_topic(tenant, model), payload)
         self._publish(topics.service_quality_topic(tenant, model), payload)

@@ -135,6 +135,10 @@ class Worker:
             self.publish_status("serving")
         log.info("serving %s", orjson.dumps(state.describe()).decode())
 
+    def quality_snapshot(self) -> dict[tuple[str, str], dict[str, object]]:
+        """The last quality message per (tenant, model): safe to read from any thread."""
+        return self._quality.latest
+
     def _publish_retained(self, topic: str, payload: bytes) -> None:
         self.transport.publish(topic, payload, retain=True)
 

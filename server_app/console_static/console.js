@@ -88,9 +88,10 @@
           cell("errors", errors || "0", s.error_count ? "name bad" : "name");
           cell("p50_ms", fmt(s.p50_ms, 2));
           cell("p99_ms", fmt(s.p99_ms, 2));
-          cell("shadow", fmt(s.shadow));
-          cell("canary", fmt(s.canary));
-          cell("skill", fmt(s.skill, 2));
+          cell("shadow", s.shadow ? "v" + s.shadow.version + " skill " + fmt(s.shadow.skill, 2) : "–");
+          cell("canary", s.canary ? "v" + s.canary.version + " (" + Math.round(100 * s.canary.fraction) + " %) skill "
+            + fmt(s.canary.skill, 2) : "–");
+          cell("skill", fmt(s.skill, 2) + (s.alarm ? " ALARM" : ""));
           rows.push(tr);
         }
       }
