@@ -16,15 +16,13 @@ import orjson
 
 from contract import topics
 from contract.errors import (
-    AnswerRefused,
-    InternalError,
     InvalidRequest,
-    Overloaded,
     RequestError,
     RetainedRequest,
     TooLarge,
 )
 from contract.oip import check_size, peek_id
+from server_app.answering import Answerer
 from server_app.batching import InboxSource, collect_batch, inbox_limits
 from server_app.broker_stats import BrokerStats
 from server_app.client_ids import worker_client_id
@@ -33,7 +31,6 @@ from server_app.console import ConsoleStats, console_routes
 from server_app.health import HealthServer
 from server_app.inbox import FairInbox
 from server_app.limits import AnsweredRequests
-from server_app.logs import request_fields
 from server_app.metrics import Metrics
 from server_app.mqtt import InboundMessage, MqttTransport
 from server_app.quality import start_import
@@ -46,7 +43,6 @@ from server_app.state import ServingState
 log = logging.getLogger(__name__)
 
 HEARTBEAT_STALE_S = 30.0
-UNKNOWN_LABEL = "<unknown>"
 
 
 class Worker:
@@ -75,7 +71,6 @@ class Worker:
         self._answered = AnsweredRequests(config.worker.dedup_window_s, config.worker.dedup_max_entries)
         self._heartbeat = time.monotonic()
         self._status_wanted = False  # set by other threads; the serving thread publishes
-        self._settled: set[int] = set()
         self._status_topic = topics.status_topic(self.worker_id)
         self._reloader = Reloader(config, config_path, self._hand_over, self._on_reload_result)
         limits = config.worker
@@ -83,12 +78,15 @@ class Worker:
         self.transport = MqttTransport(
             self._broker,
             worker_client_id(self._broker, self.worker_id),  # secret: no tenant can take the session over
-            self._on_message,
+            lambda message: self._on_message(message),
             receive_maximum=limits.max_inflight,
             will_topic=self._status_topic,
             will_payload=orjson.dumps({"worker": self.worker_id, "state": "offline"}),
             on_subscribed=lambda: self.publish_status("serving"),
-            on_refused=self._on_answer_refused,
+            on_refused=lambda request, topic, reason: self._answers.refused(request, topic, reason),
+        )
+        self._answers = Answerer(
+            self.transport, self.metrics, self.console, self._answered, self.worker_id, lambda: self._state
         )
         # The broker's own counters ($SYS: dropped messages) on a second connection, exported on
         # /metrics; off without an HTTP endpoint (nobody could read them).
@@ -281,7 +279,7 @@ class Worker:
                         self.handle_batch(batch)
                     except Exception:  # never let one batch take the worker down
                         log.exception("batch of %d messages failed", len(batch))
-                        self._answer_leftovers(batch)
+                        self._answers.leftovers(batch)
                 turn = time.monotonic() - now
                 self.metrics.loop_turn(turn - waited, turn)
                 self.metrics.observe_queue(len(self.inbox), self.inbox.bytes, self.inbox.max_messages,
@@ -294,23 +292,26 @@ class Worker:
 
     def handle_batch(self, batch: list[InboundMessage]) -> None:
         """Decode every message, admit and predict in the data plane, answer each exactly once."""
-        self._settled.clear()  # ids of this batch's messages already answered or acknowledged
+        self._answers.settled.clear()
         state = self._current_state()
         limits = state.policy.worker
         started = time.monotonic()
         batch, late = self.inbox.expired(batch, started)
         for message in late:
-            self._shed(message, f"waited {(started - message.received_at) * 1e3:.0f} ms in worker {self.worker_id}, "
-                                f"over its latency budget of {limits.latency_budget_ms:g} ms; retry later",
-                       "expired")
+            waited_ms = (started - message.received_at) * 1e3
+            why = (f"waited {waited_ms:.0f} ms in worker {self.worker_id}, over its latency budget of "
+                   f"{limits.latency_budget_ms:g} ms; retry later")
+            self._answers.shed(message, why, "expired")
         payload_bytes = sum(len(m.payload) for m in batch)
         requests: list[Request] = []
-        owners: list[tuple[InboundMessage, Reply]] = []
+        # In batch order, so that answers leave in the order requests came (tutorial clients,
+        # whose answers carry no id, match them by order): an error, or the index of a request.
+        answers: list[tuple[InboundMessage, Reply, str | None, RequestError | int]] = []
         for message in batch:
             reply = resolve_reply(state, message)
             if reply is None:
                 self.metrics.dropped.inc()
-                self._acknowledge(message)
+                self._answers.acknowledge(message)
                 continue
             try:
                 if reply.model is None:
@@ -321,7 +322,7 @@ class Worker:
                     )
                 if message.retain:
                     if not message.payload:  # the broker's retained copy cleared (by us): not a request
-                        self._acknowledge(message)
+                        self._answers.acknowledge(message)
                         continue
                     self.metrics.retained.inc()
                     self.transport.clear_retained(message.topic)
@@ -333,113 +334,26 @@ class Worker:
                     message.payload, max_bytes=limits.max_message_bytes, max_windows=limits.max_windows_per_message
                 )
             except RequestError as exc:
-                if not self._redelivered(message, exc.request_id):
-                    self._answer(message, reply, exc.request_id, exc, started)
+                if not self._answers.redelivered(message, exc.request_id):
+                    answers.append((message, reply, exc.request_id, exc))
                 continue
-            if self._redelivered(message, decoded.id):
+            if self._answers.redelivered(message, decoded.id):
                 continue
+            answers.append((message, reply, decoded.id, len(requests)))
             requests.append(
                 Request(reply.tenant, reply.model, decoded.id, decoded.windows, decoded.normalized, decoded.series)
             )
-            owners.append((message, reply))
         outcomes: list[Outcome] = []
         if requests:
             self.metrics.observe_batch(len(requests), sum(r.windows.shape[0] for r in requests))
             outcomes = self._service.predict(state, requests)
-            for (message, reply), request, outcome in zip(owners, requests, outcomes, strict=True):
-                self._answer(message, reply, request.id, outcome, started)
+        for message, reply, request_id, result in answers:
+            outcome = outcomes[result] if isinstance(result, int) else result
+            self._answers.answer(message, reply, request_id, outcome, started)
         self.inbox.served(payload_bytes, time.monotonic() - started)
         for request, outcome in zip(requests, outcomes, strict=True):  # after `served`: not service time
             if isinstance(outcome, Prediction):
                 self._quality.after_prediction(request, outcome)
-
-    def _redelivered(self, message: InboundMessage, request_id: str | None) -> bool:
-        """A broker redelivery (DUP) of a request this process already answered: acknowledge
-        it without a second answer. The only request that gets no answer of its own."""
-        if not message.dup or request_id is None or not self._answered.answered(message.topic, request_id):
-            return False
-        self.metrics.duplicates.inc()
-        self._acknowledge(message)
-        return True
-
-    def _acknowledge(self, message: InboundMessage) -> None:
-        self.transport.acknowledge(message)
-        self._settled.add(id(message))
-
-    def _answer_leftovers(self, batch: list[InboundMessage]) -> None:
-        """After an unexpected failure: every message of the batch not yet settled gets `internal`."""
-        state = self._state
-        for message in batch:
-            if id(message) in self._settled:
-                continue
-            reply = resolve_reply(state, message) if state is not None else None
-            try:
-                if reply is None:
-                    self.transport.acknowledge(message)
-                else:
-                    error = InternalError("the worker failed on this batch")
-                    self._answer(message, reply, peek_id(message.payload), error)
-            except Exception:
-                log.exception("could not answer a message of the failed batch")
-                self.transport.acknowledge(message)
-
-    def _answer(
-        self,
-        message: InboundMessage,
-        reply: Reply,
-        request_id: str | None,
-        outcome: Outcome,
-        started: float | None = None,
-    ) -> None:
-        if isinstance(outcome, Prediction):
-            parameters: dict[str, object] = {"tenant": reply.tenant, "served_at": time.time(), "worker": self.worker_id}
-            if started is not None:
-                # Where the latency went, for clients: waiting in this worker, then in the model.
-                parameters["queue_ms"] = round((started - message.received_at) * 1000.0, 3)
-                parameters["compute_ms"] = round(outcome.compute_s * 1000.0, 3)
-            payload = reply.codec.encode_prediction(
-                request_id, outcome.model_name, outcome.model_version, outcome.forecasts, parameters
-            )
-            code = "ok"
-            self.metrics.count_windows(outcome.model_name, outcome.model_version, outcome.forecasts.shape[0])
-        else:
-            code = outcome.code
-            payload = reply.codec.encode_error(request_id, outcome)
-        self.transport.publish(reply.topic, payload, ack=message, content_type=reply.codec.content_type)
-        self._settled.add(id(message))
-        if request_id is not None and message.qos > 0:
-            self._answered.remember(message.topic, request_id)
-        # Label only configured names: names in topics are chosen by clients, and every new
-        # label value would be a new time series (unbounded memory here and in Prometheus).
-        state = self._state
-        tenant = reply.tenant if state is not None and reply.tenant in state.policy.tenants else UNKNOWN_LABEL
-        model = reply.model if state is not None and reply.model in state.policy.models else UNKNOWN_LABEL
-        done = time.monotonic()
-        prediction = outcome if isinstance(outcome, Prediction) else None
-        self.metrics.observe_answer(
-            tenant, model, code, done - message.received_at,
-            None if started is None else started - message.received_at,
-            prediction.model_version if prediction is not None else None,
-            prediction.compute_s if prediction is not None else None,
-        )
-        if log.isEnabledFor(logging.DEBUG):  # per request: DEBUG only, never a cost at INFO
-            log.debug("answered %s in %.3f ms", code, (done - message.received_at) * 1e3, extra=request_fields(
-                tenant, model, prediction.model_version if prediction is not None else None, request_id, message.trace))
-        self.console.record(tenant, model, outcome, message.received_at)
-
-    def _on_answer_refused(self, request: InboundMessage, topic: str, reason: str) -> None:
-        """The broker refused an answer (MQTT 5 only): count it, and tell the tenant on its
-        errors topic where that is not the topic just refused. Inside poll, serving thread."""
-        self.metrics.answers_refused.labels(reason=reason).inc()
-        state = self._state
-        reply = resolve_reply(state, request) if state is not None else None
-        log.warning("broker refused the answer on %r (%s)", topic[:200], reason)
-        if reply is None or topic == topics.errors_topic(reply.tenant):
-            self.transport.acknowledge(request)
-            return
-        error = AnswerRefused(f"the broker refused the answer on {topic[:200]!r}: {reason}")
-        fallback = Reply(reply.tenant, reply.model, topics.errors_topic(reply.tenant), reply.codec)
-        self._answer(request, fallback, peek_id(request.payload), error)
 
     def _on_message(self, message: InboundMessage) -> None:
         """A request arrived (inside poll, serving thread): queue it; answer what is shed.
@@ -451,18 +365,8 @@ class Worker:
                 try:
                     check_size(message.payload, state.policy.worker.max_message_bytes)
                 except TooLarge as error:
-                    self._answer(message, reply, error.request_id, error)
+                    self._answers.answer(message, reply, error.request_id, error)
                     return
         for shed in self.inbox.offer(message):
-            self._shed(shed, f"worker {self.worker_id} cannot serve this within its latency budget "
+            self._answers.shed(shed, f"worker {self.worker_id} cannot serve this within its latency budget "
                              f"({len(self.inbox)} requests, {self.inbox.bytes} bytes queued); retry later")
-
-    def _shed(self, message: InboundMessage, why: str, reason: str = "admission") -> None:
-        state = self._state
-        reply = resolve_reply(state, message) if state is not None else None
-        if reply is None:
-            self.metrics.dropped.inc()
-            self.transport.acknowledge(message)
-            return
-        self.metrics.count_shed(reason)
-        self._answer(message, reply, peek_id(message.payload), Overloaded(why))

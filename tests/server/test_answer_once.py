@@ -57,7 +57,7 @@ health: {{port: null}}
     worker = Worker(config, None, client_id="unit-worker")
     worker._reloader.poll_once()
     worker._current_state()
-    worker.transport = RecordingTransport()  # type: ignore[assignment]
+    worker.transport = worker._answers._transport = RecordingTransport()  # type: ignore[assignment]
     yield worker
 
 
@@ -130,3 +130,14 @@ def test_a_request_that_waited_past_the_latency_budget_is_answered_overloaded(wo
     stale = InboundMessage(TOPIC, oip_request("stale", WINDOW), next(_mids), 1, None, None, time.monotonic() - 60)
     worker.handle_batch([stale, message(oip_request("fresh", WINDOW))])
     assert sorted(answers(worker)) == [(RESPONSES, "fresh", "ok"), (RESPONSES, "stale", "overloaded")]
+
+
+def test_answers_leave_in_the_order_requests_came_errors_included(worker: Worker) -> None:
+    """Tutorial clients match answers by order (their answers carry no id)."""
+    short = windows_from_sample(1, length=5, seed=1)
+    batch = [message(oip_request("a", WINDOW)), message(oip_request("b", short)), message(b'{"id": "c", "inputs": 1'),
+             message(oip_request("d", WINDOW))]
+    worker.handle_batch(batch)
+    assert [(request_id, code) for _, request_id, code in answers(worker)] == [
+        ("a", "ok"), ("b", "invalid_window"), ("c", "bad_json"), ("d", "ok")
+    ]
