@@ -60,6 +60,9 @@ def request_bodies(windows: int, window_length: int, features: int, variants: in
     return bodies
 
 
+SERIES_PARAMETERS = b'","parameters":{"series":"bench","step_s":1,"time":'
+
+
 @dataclass
 class StepState:
     mode: str
@@ -72,6 +75,7 @@ class StepState:
     duplicates: int = 0
     refill: bool = True
     sent_all: bool = False
+    series: bool = False  # requests name their series and time (the service scores them: issue 14)
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -123,7 +127,11 @@ class LoadGenerator:
             self._next_seq += count
             packets = []
             for s in range(seq, seq + count):
-                payload = id_start + str(s).encode() + bodies[s & 63]
+                number = str(s).encode()
+                if step.series:  # {"id":..,"parameters":{"series":..,"step_s":1,"time":<seq>},"inputs":..}
+                    payload = id_start + number + SERIES_PARAMETERS + number + b"}" + bodies[s & 63][1:]
+                else:
+                    payload = id_start + number + bodies[s & 63]
                 packets.append(publish_packet(topic_field, payload, qos, client.next_packet_id() if qos else 0))
             if qos:
                 self.published_qos1 += count
@@ -185,7 +193,7 @@ class LoadGenerator:
         if mode not in ("open", "closed") or duration <= 0 or windows <= 0:
             raise ValueError(f"bad step {command}")
         self._bodies_for(windows)
-        step = StepState(mode=mode, windows=windows, base=self._next_seq)
+        step = StepState(mode=mode, windows=windows, base=self._next_seq, series=bool(command.get("series", False)))
         pubacks_before, published_before = self.client.pubacks, self.published_qos1
         stray_before = self.stray
         lag_max = 0.0
