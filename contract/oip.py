@@ -41,7 +41,7 @@ _NUMBER_TYPES = frozenset((int, float))
 _INT_TYPES = frozenset((int,))
 # Only the start of a payload is read for the id of one that cannot be parsed (or is too
 # large to parse): `{"id": "..."` as the first member.
-_PEEK_BYTES = 2 * MAX_ID_LENGTH
+PEEK_BYTES = 2 * MAX_ID_LENGTH
 _LEADING_ID = re.compile(rb'\A\s*\{\s*"id"\s*:\s*(?:"([^"\\\x00-\x1f]{1,256})"|(-?\d{1,20})\s*[,}])')
 
 
@@ -99,7 +99,7 @@ def series_info(parameters: dict[str, Any], request_id: str | None) -> SeriesInf
 
 def peek_id(payload: bytes) -> str | None:
     """The id of a payload that cannot be (or must not be) parsed in full; never raises."""
-    match = _LEADING_ID.match(payload[:_PEEK_BYTES])
+    match = _LEADING_ID.match(payload[:PEEK_BYTES])
     if match is None:
         return None
     raw = match.group(1) or match.group(2)

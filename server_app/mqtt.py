@@ -7,6 +7,7 @@ acknowledged request: the broker redelivers whatever was not acknowledged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.mqtt_client import connect_properties, make_client, set_tcp_nodelay
+from contract.oip import PEEK_BYTES
 from server_app.config import BrokerConfig
 
 log = logging.getLogger(__name__)
@@ -225,7 +227,10 @@ class MqttTransport:
             log.error("publish to %s failed: %s", topic, paho.error_string(info.rc))
         if ack is not None and ack.qos > 0:
             if self._qos > 0:
-                self._pending_acks[info.mid] = _PendingAnswer(ack, topic)  # acked in _on_publish
+                # Only what a refusal needs (topic, properties, the id at the payload's start): the
+                # payload itself, up to 1 MiB, must not wait for the broker's acknowledgement too.
+                slim = dataclasses.replace(ack, payload=ack.payload[:PEEK_BYTES])
+                self._pending_acks[info.mid] = _PendingAnswer(slim, topic)  # acked in _on_publish
             else:
                 self._client.ack(ack.mid, ack.qos)
 
