@@ -261,15 +261,13 @@ def encode_error(request_id: str | None, error: RequestError, parameters: dict[s
 def encode_request(request_id: str | None, windows: np.ndarray, parameters: dict[str, Any] | None = None) -> bytes:
     """Client side: raw readings [b, window] (or [b, window, features]) -> a request."""
     shape = list(windows.shape) if windows.ndim == 3 else [*windows.shape, 1]
-    body: dict[str, Any] = {
-        "inputs": [
-            {"name": "window", "shape": shape, "datatype": "FP32", "data": np.ascontiguousarray(windows).ravel()}
-        ],
-    }
-    if request_id is not None:
-        body["id"] = request_id
+    # The id first: a worker that refuses a request unparsed (too large, overloaded) reads it there.
+    body: dict[str, Any] = {} if request_id is None else {"id": request_id}
     if parameters:
         body["parameters"] = parameters
+    body["inputs"] = [
+        {"name": "window", "shape": shape, "datatype": "FP32", "data": np.ascontiguousarray(windows).ravel()}
+    ]
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 

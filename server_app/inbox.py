@@ -8,8 +8,8 @@ silently past its queue limits). This queue then decides, per message:
   turn, so one tenant's backlog never sits in front of another tenant's requests.
 - **Memory.** At most `max_bytes` of payload and `max_messages` messages are queued; beyond,
   the newest message of the tenant holding the most bytes is shed (often the one arriving).
-- **Latency budget.** The expected wait of a new message (bytes queued x measured service
-  time per byte) above the budget sheds the heaviest tenant's newest message at once; a
+- **Latency budget.** The expected wait of a new message (bytes queued x service time per
+  byte, measured on full batches) above the budget sheds the heaviest tenant's newest message at once; a
   message that nevertheless waited longer than the budget is shed when taken (Triton's
   queue policy). A backlog the worker clears within the budget is served, not shed.
 
@@ -138,9 +138,12 @@ class FairInbox:
             return batch, []
         return [m for m in batch if m.received_at >= deadline], late
 
-    def served(self, payload_bytes: int, seconds: float) -> None:
-        """Measured service time of a batch: the basis of the expected wait."""
-        if payload_bytes <= 0:
+    def served(self, payload_bytes: int, seconds: float, *, full: bool = True) -> None:
+        """Measured service time of a batch: the basis of the expected wait. Only `full` batches
+        (as many messages or bytes as a batch may take) count: a backlog is served in full
+        batches, and a batch of one message pays the fixed cost of a batch for few bytes (its
+        time per byte overstates a backlog's by up to 10x)."""
+        if payload_bytes <= 0 or not full:
             return
         self._recent.append((seconds, payload_bytes))
         if len(self._recent) < MIN_BATCHES:

@@ -306,5 +306,9 @@ class Metrics:
         """One drift alarm; `detector` from a fixed set (e.g. page_hinkley, adwin)."""
         self.drift_alarms.labels(tenant, model, str(version), detector).inc()
 
+    def declare_drift(self, tenant: str, model: str, version: int, detector: str) -> None:
+        """The alarm counter of a scored version, at 0: `increase()` then counts its first alarm."""
+        self.drift_alarms.labels(tenant, model, str(version), detector)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -100,9 +100,11 @@ class QualityFeed:
         if now < self._next_publish or not self.tracker.changed:
             return
         self._next_publish = now + PUBLISH_INTERVAL_S
-        for (tenant, model, version, _role), score in self.tracker.scores().items():
+        for (tenant, model, version, role), score in self.tracker.scores().items():
             if (tenant, model) in self.tracker.changed and len(score) > 0:
                 self._metrics.set_quality(tenant, model, version, mae=score.mae, persistence_mae=score.persistence_mae)
+                if role == "live":
+                    self._metrics.declare_drift(tenant, model, version, self.tracker.config.drift_detector)
         for tenant, model in sorted(self.tracker.changed):
             self._announce(tenant, model)
 

@@ -296,7 +296,9 @@ class Worker:
         state = self._current_state()
         limits = state.policy.worker
         started = time.monotonic()
+        taken = len(batch)
         batch, late = self.inbox.expired(batch, started)
+        late_bytes = sum(len(m.payload) for m in late)
         for message in late:
             waited_ms = (started - message.received_at) * 1e3
             why = (f"waited {waited_ms:.0f} ms in worker {self.worker_id}, over its latency budget of "
@@ -350,7 +352,8 @@ class Worker:
         for message, reply, request_id, result in answers:
             outcome = outcomes[result] if isinstance(result, int) else result
             self._answers.answer(message, reply, request_id, outcome, started)
-        self.inbox.served(payload_bytes, time.monotonic() - started)
+        full = taken >= limits.max_batch or payload_bytes + late_bytes >= limits.max_batch_bytes
+        self.inbox.served(payload_bytes, time.monotonic() - started, full=full)
         for request, outcome in zip(requests, outcomes, strict=True):  # after `served`: not service time
             if isinstance(outcome, Prediction):
                 self._quality.after_prediction(request, outcome)

@@ -207,6 +207,7 @@ def test_error_answers_validate_and_keep_a_machine_readable_code(request_id: str
 def test_client_side_codec_round_trips_through_the_server_side() -> None:
     windows = np.array([WINDOW, WINDOW[::-1]], dtype=np.float64)
     payload = oip.encode_request("acme-1", windows, {"sent_at": 1.0})
+    assert oip.peek_id(payload) == "acme-1"  # readable unparsed: what shed and oversize answers carry
     INFERENCE_REQUEST.validate(orjson.loads(payload))
     decoded = decode(payload)
     assert decoded.id == "acme-1" and decoded.parameters == {"sent_at": 1.0}

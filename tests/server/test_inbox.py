@@ -107,3 +107,13 @@ def test_one_stalled_batch_does_not_make_the_inbox_shed() -> None:
     box.served(170, 2.0)  # a second stall, among fast batches: left out
     assert box.expected_wait_s < 0.01
     assert all(box.offer(msg("t", size=170)) == [] for _ in range(50))
+
+
+def test_only_full_batches_measure_the_service_time() -> None:
+    """A batch of one request pays a batch's fixed cost for a few hundred bytes: measured on such
+    batches, a backlog served in full batches would look ten times slower than it is."""
+    box = inbox(latency_budget_s=1.0, max_messages=10_000)
+    for _ in range(5):
+        box.served(300, 0.003, full=False)  # 10 us per byte
+    assert box.expected_wait_s == 0.0
+    assert all(box.offer(msg("t", size=300)) == [] for _ in range(2000))  # 600 KB: would "wait" 6 s
