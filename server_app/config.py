@@ -106,7 +106,7 @@ class WorkerConfig(Strict):
     )
     max_delay_ms: float = Field(0.0, ge=0, description="wait for a batch to fill; 0: batch what has arrived")
     latency_budget_ms: float = Field(
-        2000.0, gt=0, description="a request expected to wait longer in the worker is answered `overloaded` at once"
+        5000.0, gt=0, description="a request expected to wait longer in the worker is answered `overloaded` at once"
     )
     queue_size: PositiveInt = Field(10_000, description="requests queued per worker; beyond: `overloaded`")
     queue_bytes: PositiveInt = Field(

@@ -45,7 +45,11 @@ def server_config_dict(
     **sections: Any,
 ) -> dict[str, Any]:
     """A server config: lstm and ann from ``repository``, tenants acme (both) and beta (ann),
-    no health port, reload polling every 0.2 s; ``sections`` update whole sections."""
+    no health port, reload polling every 0.2 s; ``sections`` update whole sections.
+
+    The latency budget is 60 s: a test that is not about shedding must not see `overloaded`
+    because a busy machine (or a model loading beside the serving thread) slowed it down; tests
+    about overload set their own budget or queue bounds."""
     config: dict[str, Any] = {
         "broker": {"host": host, "port": port, "shared_group": shared_group, "protocol": protocol, "qos": 1},
         "models": models
@@ -53,6 +57,7 @@ def server_config_dict(
         "tenants": tenants or {"acme": {"models": ["lstm", "ann"]}, "beta": {"models": ["ann"]}},
         "health": {"port": None},
         "reload": {"poll_interval_s": 0.2},
+        "worker": {"latency_budget_ms": 60_000},
     }
     for key, value in sections.items():
         config.setdefault(key, {}).update(value)
