@@ -50,12 +50,14 @@ def make_detector(kind: str, *, wait: bool = False) -> Detector | None:
     pulls in SciPy: ~1 s): the serving thread never waits for that import unless `wait`."""
     if kind == "off":
         return None
-    drift = sys.modules.get("river.drift")
-    if drift is None:
+    if not _imported.is_set():
         if not wait:
             start_import()
             return None
-        drift = importlib.import_module("river.drift")
+        _import_river()
+        if not _imported.is_set():
+            return None
+    drift = sys.modules["river.drift"]
     if kind == "page_hinkley":
         # On the error relative to persistence (about 1 in normal operation): mode "up" watches
         # for increases only; threshold in those units.
@@ -66,14 +68,23 @@ def make_detector(kind: str, *, wait: bool = False) -> Detector | None:
 
 
 _import_started = threading.Event()
+_imported = threading.Event()  # set once the import has COMPLETED (sys.modules holds it half-done before)
+
+
+def _import_river() -> None:
+    try:
+        importlib.import_module("river.drift")
+    except ImportError:
+        log.exception("River could not be imported: no drift detection (skill alarms still work)")
+        return
+    _imported.set()
 
 
 def start_import() -> None:
     """Import River on a thread of its own, once."""
     if not _import_started.is_set():
         _import_started.set()
-        importer = threading.Thread(target=importlib.import_module, args=("river.drift",), name="import-river")
-        importer.daemon = True
+        importer = threading.Thread(target=_import_river, name="import-river", daemon=True)
         importer.start()
 
 
