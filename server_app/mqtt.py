@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -44,6 +45,18 @@ class InboundMessage:
     dup: bool = False  # a redelivery by the broker (MQTT DUP flag)
     retain: bool = False  # a retained message, delivered because we subscribed
     trace: tuple[tuple[str, str], ...] = ()
+
+
+class PackedOnce(Properties):
+    """Properties that never change once set: packed once (paho packs them again for every
+    publish, walking all ~40 property names: as costly as the rest of a small publish)."""
+
+    def pack(self) -> bytes:
+        packed = self.__dict__.get("_packed_once")
+        if packed is None:
+            packed = bytes(super().pack())
+            object.__setattr__(self, "_packed_once", packed)
+        return cast(bytes, packed)
 
 
 @dataclass(slots=True)
@@ -80,6 +93,7 @@ class MqttTransport:
         self._on_refused = on_refused
         self._deliver = on_message
         self._delivered = 0
+        self._content_properties: dict[str, Properties] = {}
         self._on_subscribed = on_subscribed
         self._qos = broker.qos
         self._v5 = broker.mqtt_version == "5"
@@ -146,8 +160,9 @@ class MqttTransport:
             if self._client.socket() is None:
                 time.sleep(min(timeout, max(0.0, self._next_attempt - time.monotonic())))
                 return
+        delivered = self._delivered
         rc = self._client.loop(timeout)
-        if rc == paho.MQTT_ERR_SUCCESS:
+        if rc == paho.MQTT_ERR_SUCCESS and self._delivered != delivered:  # nothing read: nothing to drain
             self._drain_socket()
         if rc != paho.MQTT_ERR_SUCCESS and self._client.socket() is None:
             self._next_attempt = time.monotonic() + self._backoff
@@ -212,15 +227,22 @@ class MqttTransport:
         """Publish; with `ack`, this is the answer to that request: its correlation data and
         trace context go along (MQTT 5), and it is acknowledged once the broker accepted this."""
         properties = None
-        if self._v5 and (content_type is not None or (ack is not None and (ack.correlation_data or ack.trace))):
-            properties = Properties(PacketTypes.PUBLISH)
-            if content_type is not None:
-                properties.ContentType = content_type
-            if ack is not None:
+        if self._v5:
+            if ack is not None and (ack.correlation_data is not None or ack.trace):
+                properties = Properties(PacketTypes.PUBLISH)
+                if content_type is not None:
+                    properties.ContentType = content_type
                 if ack.correlation_data is not None:
                     properties.CorrelationData = ack.correlation_data
                 if ack.trace:
                     properties.UserProperty = list(ack.trace)
+            elif content_type is not None:
+                # paho's Properties() costs as much as the rest of a publish: one per content
+                # type, shared (paho only reads it).
+                properties = self._content_properties.get(content_type)
+                if properties is None:
+                    properties = self._content_properties[content_type] = PackedOnce(PacketTypes.PUBLISH)
+                    properties.ContentType = content_type
         info = self._client.publish(topic, payload, qos=self._qos, retain=retain, properties=properties)
         # MQTT_ERR_NO_CONN: paho keeps the message and sends it after reconnecting.
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):

@@ -33,7 +33,6 @@ from server_app.inbox import FairInbox
 from server_app.limits import AnsweredRequests
 from server_app.metrics import Metrics
 from server_app.mqtt import InboundMessage, MqttTransport
-from server_app.quality import start_import
 from server_app.quality_feed import QualityFeed, promoted
 from server_app.reload import Reloader
 from server_app.routing import Reply, resolve_reply, subscriptions
@@ -204,8 +203,6 @@ class Worker:
         self.transport.start(subscriptions(state.policy, self._broker.shared_group))
         if self._broker_stats is not None:
             self._broker_stats.start()
-        if self.config.quality.enabled and self.config.quality.drift_detector != "off":
-            start_import()  # River imports SciPy (~1 s): off the serving thread, before it is needed
         serving = threading.Thread(target=self._serve, name="serving", daemon=True)
         reloading = threading.Thread(target=self._reloader.run, args=(self._stop,), name="reload", daemon=True)
         self._threads = [serving, reloading]
