@@ -84,3 +84,18 @@ def quality_topic(tenant: str, model: str) -> str:
 def service_quality_topic(tenant: str, model: str) -> str:
     """Retained: the same, for operators (alarms of every tenant under one filter)."""
     return f"service/quality/{tenant}/{model}"
+
+
+ACTUALS_FILTER = "tenants/+/actuals"
+
+
+def actuals_topic(tenant: str) -> str:
+    """A tenant's observed readings, for scoring forecasts where windows do not overlap."""
+    return f"tenants/{tenant}/actuals"
+
+
+def tenant_of_actuals(topic: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "tenants" and parts[2] == "actuals" and NAME_RE.match(parts[1]):
+        return parts[1]
+    return None

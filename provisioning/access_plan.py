@@ -133,12 +133,19 @@ def access_plan(config: ServerConfig) -> AccessPlan:
         worker_subs.append(Subscription(topics.subscription_filter(topic_filter, group), literal=True))
 
     worker_reads(topics.REQUEST_FILTER)
+    # Actuals (forecast scoring): a plain subscription, every worker needs every reading.
+    worker_rules.append(Rule("read", topics.ACTUALS_FILTER))
+    worker_subs.append(Subscription(topics.ACTUALS_FILTER, literal=True))
     # Responses, errors and v5 response topics inside the tenant's namespace (provisioning.mosquitto_dynsec's doc).
     worker_rules.append(Rule("write", "tenants/+/#"))
     for tenant_id, tenant in sorted(config.tenants.items()):
         _check_user_name(tenant_id, "tenant id")
         namespace = f"tenants/{tenant_id}/#"
-        rules = [Rule("write", topics.request_topic(tenant_id, "+")), Rule("read", namespace)]
+        rules = [
+            Rule("write", topics.request_topic(tenant_id, "+")),
+            Rule("write", topics.actuals_topic(tenant_id)),
+            Rule("read", namespace),
+        ]
         # Its own namespace, also shared between its own consumers ($share/<any>/...): only
         # its own messages can reach such a subscription.
         subs = [Subscription(namespace, literal=False), Subscription(f"$share/+/{namespace}", literal=False)]

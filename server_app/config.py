@@ -180,7 +180,7 @@ class QualityConfig(Strict):
     skill_threshold: float = Field(1.0, gt=0, description="skill (MAE / persistence MAE) above this raises an alarm")
     drift_detector: Literal["adwin", "page_hinkley", "off"] = "adwin"
     max_series: PositiveInt = Field(10_000, description="series tracked per worker; least recently seen dropped")
-    pending_per_series: PositiveInt = Field(64, description="unresolved forecasts kept per series")
+    pending_per_series: PositiveInt = Field(16, description="unresolved forecasts kept per series (oldest dropped)")
     auto_promote: PromotionConfig | None = Field(None, description="promote a shadow that beats the live version")
 
 

@@ -96,6 +96,7 @@ class _Pending:
     model: str
     version: int
     role: str
+    step: float
 
 
 @dataclass(slots=True)
@@ -178,7 +179,6 @@ class QualityTracker:
         self._detectors: dict[VersionKey, Detector | None] = {}
         self._alarms: dict[tuple[str, str], _Alarm] = {}
         self.series_dropped = 0
-        self.unresolved = 0  # forecasts whose target passed without a reading
         self.changed: set[tuple[str, str]] = set()  # (tenant, model) whose scores moved since last taken
 
     def configure(self, config: QualityConfig) -> None:
@@ -204,7 +204,25 @@ class QualityTracker:
         last = float(windows[-1, -1])
         for version, role, forecast in forecasts:
             if math.isfinite(forecast):
-                state.pending.append(_Pending(newest_time + step_s, forecast, last, model, version, role))
+                state.pending.append(_Pending(newest_time + step_s, forecast, last, model, version, role, step_s))
+        return events
+
+    def observe_actual(self, tenant: str, series: str, at: float, value: float) -> list[QualityEvent]:
+        """A reading the tenant published on its actuals topic: resolves the series' pending
+        forecasts for that time (within half a step), whatever windows arrive or not."""
+        state = self._series.get((tenant, series))
+        if state is None:
+            return []
+        events: list[QualityEvent] = []
+        keep: list[_Pending] = []
+        for pending in state.pending:
+            if abs(pending.target - at) <= pending.step / 2:
+                events += self._score(tenant, pending, value)
+            else:
+                keep.append(pending)
+        if len(keep) != len(state.pending):
+            state.pending.clear()
+            state.pending.extend(keep)
         return events
 
     def _series_state(self, tenant: str, series: str) -> _Series:
@@ -238,7 +256,7 @@ class QualityTracker:
             # The newest window holds `length` readings; each earlier window one more, older.
             window = count - 1 - max(0, back - (length - 1))
             if window < 0:
-                self.unresolved += 1  # older than anything this request holds: never resolvable
+                keep.append(pending)  # older than this request holds: an actual may still come
                 continue
             position = length - 1 - (back - (count - 1 - window))
             events += self._score(tenant, pending, float(windows[window, position]))

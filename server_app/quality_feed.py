@@ -16,6 +16,7 @@ from collections.abc import Callable
 import orjson
 
 from contract import topics
+from contract.oip import Actual
 from server_app.config import QualityConfig
 from server_app.metrics import Metrics
 from server_app.quality import QualityEvent, QualityTracker
@@ -66,6 +67,14 @@ class QualityFeed:
         )
         for event in events:
             self._on_event(event)
+
+    def actuals(self, tenant: str, actuals: list[Actual]) -> None:
+        """Readings from the tenant's actuals topic (`tenants/<t>/actuals`)."""
+        if not self.tracker.config.enabled:
+            return
+        for actual in actuals:
+            for event in self.tracker.observe_actual(tenant, actual.series, actual.time, actual.value):
+                self._on_event(event)
 
     def _on_event(self, event: QualityEvent) -> None:
         if event.kind == "promote":

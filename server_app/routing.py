@@ -42,7 +42,8 @@ def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
 
 
 def subscriptions(policy: ServingPolicy, group: str | None) -> list[str]:
-    filters = [topics.subscription_filter(topics.REQUEST_FILTER, group)]
+    # Actuals on a plain subscription: every worker may hold forecasts they resolve.
+    filters = [topics.subscription_filter(topics.REQUEST_FILTER, group), topics.ACTUALS_FILTER]
     filters += sorted(
         topics.subscription_filter(t.in_queue, group)
         for t in policy.tenants.values()

@@ -15,13 +15,14 @@ from pathlib import Path
 import orjson
 
 from contract import topics
+from contract.codecs import OIP
 from contract.errors import (
     InvalidRequest,
     RequestError,
     RetainedRequest,
     TooLarge,
 )
-from contract.oip import check_size, peek_id
+from contract.oip import check_size, decode_actuals, peek_id
 from server_app.answering import Answerer
 from server_app.batching import InboxSource, collect_batch, inbox_limits
 from server_app.broker_stats import BrokerStats
@@ -307,6 +308,8 @@ class Worker:
         # whose answers carry no id, match them by order): an error, or the index of a request.
         answers: list[tuple[InboundMessage, Reply, str | None, RequestError | int]] = []
         for message in batch:
+            if self._took_actuals(state, message):
+                continue
             reply = resolve_reply(state, message)
             if reply is None:
                 self.metrics.dropped.inc()
@@ -354,6 +357,24 @@ class Worker:
         for request, outcome in zip(requests, outcomes, strict=True):  # after `served`: not service time
             if isinstance(outcome, Prediction):
                 self._quality.after_prediction(request, outcome)
+
+    def _took_actuals(self, state: ServingState, message: InboundMessage) -> bool:
+        """Readings on a tenant's actuals topic: fed to the quality tracker, acknowledged, never
+        answered (they are not requests); an invalid payload gets one error on the errors topic."""
+        tenant = topics.tenant_of_actuals(message.topic)
+        if tenant is None:
+            return False
+        if tenant not in state.policy.tenants:
+            self._answers.acknowledge(message)
+            return True
+        try:
+            actuals = decode_actuals(message.payload, max_bytes=state.policy.worker.max_message_bytes)
+        except RequestError as exc:
+            self._answers.answer(message, Reply(tenant, None, topics.errors_topic(tenant), OIP), None, exc)
+            return True
+        self._answers.acknowledge(message)
+        self._quality.actuals(tenant, actuals)
+        return True
 
     def _on_message(self, message: InboundMessage) -> None:
         """A request arrived (inside poll, serving thread): queue it; answer what is shed.

@@ -229,3 +229,19 @@ def test_client_side_codec_round_trips_through_the_server_side() -> None:
 def test_client_refuses_malformed_answers(body: dict[str, Any]) -> None:
     answer = oip.decode_answer(body)
     assert isinstance(answer, oip.ErrorAnswer) and answer.code == "bad_response"
+
+
+@pytest.mark.parametrize(
+    ("payload", "count"),
+    [(b'{"series": "s1", "time": 12, "value": 17.5}', 1), (b'[{"series": "s1", "time": 12, "value": 1}]*2', -1)],
+)
+def test_actuals_are_one_object_or_a_list(payload: bytes, count: int) -> None:
+    if count < 0:
+        with pytest.raises(RequestError):
+            oip.decode_actuals(payload, max_bytes=MAX_BYTES)
+    else:
+        assert oip.decode_actuals(payload, max_bytes=MAX_BYTES) == [oip.Actual("s1", 12.0, 17.5)]
+    many = orjson.dumps([{"series": "s", "time": t, "value": 1.0} for t in range(3)])
+    assert [a.time for a in oip.decode_actuals(many, max_bytes=MAX_BYTES)] == [0.0, 1.0, 2.0]
+    with pytest.raises(RequestError, match="series"):
+        oip.decode_actuals(b'{"time": 1, "value": 2}', max_bytes=MAX_BYTES)

@@ -333,7 +333,7 @@ def test_no_tenant_may_subscribe_the_workers_filter_or_read_others() -> None:
             f"$share/+/tenants/{tenant}/#",
         }
         assert [acl["topic"] for acl in acls if acl["acltype"] == "publishClientSend"] == [
-            f"tenants/{tenant}/models/+/requests"
+            f"tenants/{tenant}/models/+/requests", f"tenants/{tenant}/actuals"
         ]
     worker = roles[f"worker-{WORKER_USER}"]
     assert {"acltype": "subscribeLiteral", "topic": f"$share/{config.broker.shared_group}/tenants/+/models/+/requests",

@@ -194,3 +194,31 @@ def test_a_retained_request_is_never_served_as_fresh_and_is_cleared(mosquitto: M
                 assert first.payload == b"marker-not-a-request" and not first.retain
             tenant.wait_for(3, timeout=20)  # the marker's bad_json answer
         assert not [m for m in tenant.messages if m.json().get("id") == "stale-1"]
+
+
+# --------------------------------------------------------------------------- actuals topic
+
+
+def test_actuals_published_by_the_tenant_score_forecasts_of_separate_windows(mosquitto: MosquittoBroker,
+                                                                             repository: Path) -> None:
+    """Windows that never overlap (one every 100 readings): the tenant's actuals topic resolves
+    their forecasts. Actuals are not requests: no answer, except one error for an invalid one."""
+    handle = BrokerHandle.of(mosquitto)
+    config = _config(mosquitto, repository, quality={"min_resolved": 5})
+    with running_worker(config), handle.probe(protocol="5") as tenant:
+        tenant.subscribe(["tenants/acme/models/lstm/responses", "tenants/acme/errors",
+                          "tenants/acme/models/lstm/quality"])
+        for k in range(10):
+            body = orjson.loads(oip_request(f"w-{k}", WINDOW))
+            body["parameters"] = {"series": "s1", "time": 100 * k, "step_s": 1}
+            tenant.publish(LSTM, orjson.dumps(body))
+        tenant.wait_for(lambda m: m.topic.endswith("/responses"), count=10, timeout=20)
+        actuals = [{"series": "s1", "time": 100 * k + 1, "value": float(WINDOW[0, -1, 0])} for k in range(10)]
+        tenant.publish("tenants/acme/actuals", orjson.dumps(actuals))
+        tenant.publish("tenants/acme/actuals", b'{"series": "s1", "value": 3}')  # no time
+        quality = tenant.wait_for(lambda m: m.topic.endswith("/quality") and any(
+            v["resolved"] == 10 for v in m.json()["versions"]), timeout=20)[-1].json()
+        assert quality["versions"][0]["persistence_mae"] == 0.0  # the actual repeats the last reading
+        error = tenant.wait_for(lambda m: m.topic == "tenants/acme/errors", timeout=20)[0].json()
+        assert error["parameters"]["code"] == "invalid_request" and "time" in error["error"]
+        assert len([m for m in tenant.messages if m.topic.endswith("/responses")]) == 10

@@ -117,12 +117,14 @@ def test_dynsec_roles_per_tenant_and_worker() -> None:
     assert all(verify_dynsec_password("pw", c) for c in clients.values())
     assert _acls(document, "tenant-acme") == [
         ("publishClientSend", "tenants/acme/models/+/requests"),
+        ("publishClientSend", "tenants/acme/actuals"),
         ("publishClientReceive", "tenants/acme/#"),
         ("subscribePattern", "tenants/acme/#"),
         ("subscribePattern", "$share/+/tenants/acme/#"),
     ]
     assert _acls(document, "tenant-course") == [
         ("publishClientSend", "tenants/course/models/+/requests"),
+        ("publishClientSend", "tenants/course/actuals"),
         ("publishClientReceive", "tenants/course/#"),
         ("publishClientSend", "inqueue/lstm"),
         ("publishClientReceive", "out q/lstm"),
@@ -132,6 +134,7 @@ def test_dynsec_roles_per_tenant_and_worker() -> None:
     ]
     assert _acls(document, "worker-inference-worker") == [
         ("publishClientReceive", "tenants/+/models/+/requests"),
+        ("publishClientReceive", "tenants/+/actuals"),
         ("publishClientSend", "tenants/+/#"),
         ("publishClientReceive", "inqueue/lstm"),
         ("publishClientSend", "out q/lstm"),
@@ -141,6 +144,7 @@ def test_dynsec_roles_per_tenant_and_worker() -> None:
         ("publishClientReceive", "$SYS/broker/#"),
         # Exactly the worker's own subscriptions: the configured group only, no plain form.
         ("subscribeLiteral", "$share/inference/tenants/+/models/+/requests"),
+        ("subscribeLiteral", "tenants/+/actuals"),  # plain: every worker needs every reading
         ("subscribeLiteral", "$share/inference/inqueue/lstm"),
         ("subscribePattern", "service/workers/#"),
         ("subscribePattern", "$SYS/broker/#"),
@@ -150,7 +154,7 @@ def test_dynsec_roles_per_tenant_and_worker() -> None:
 def test_worker_subscribes_the_plain_filter_without_shared_group() -> None:
     acls = _acls(_dynsec(shared_group=None), "worker-inference-worker")
     subscriptions = [topic for kind, topic in acls if kind == "subscribeLiteral"]
-    assert subscriptions == ["tenants/+/models/+/requests", "inqueue/lstm"]
+    assert subscriptions == ["tenants/+/models/+/requests", "tenants/+/actuals", "inqueue/lstm"]
 
 
 class _Broker:
@@ -265,9 +269,10 @@ def test_amqtt_auth_file_round_trip(tmp_path: Path) -> None:
     auth = load_embedded_auth(tmp_path / "out" / AMQTT_AUTH_FILE)
     assert auth.password_file == tmp_path / "out" / "amqtt.passwd"
     assert auth.subscribe_acl["acme"] == ["tenants/acme/#"]
-    assert auth.publish_acl["acme"] == ["tenants/acme/models/+/requests"]
+    assert auth.publish_acl["acme"] == ["tenants/acme/models/+/requests", "tenants/acme/actuals"]
     assert auth.subscribe_acl["inference-worker"] == [
         "tenants/+/models/+/requests",
+        "tenants/+/actuals",
         "inqueue/lstm",
         "service/workers/#",
     ]

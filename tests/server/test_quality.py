@@ -113,3 +113,16 @@ def test_canary_choice_is_stable_per_series_and_near_the_fraction() -> None:
     chosen = [in_canary(f"station-{n}", 0.1) for n in range(10_000)]
     assert 0.08 < sum(chosen) / len(chosen) < 0.12
     assert chosen == [in_canary(f"station-{n}", 0.1) for n in range(10_000)]
+
+
+def test_actuals_resolve_forecasts_whose_windows_never_overlap() -> None:
+    quality = tracker()
+    window = np.arange(6, dtype=float)[None, :]
+    for k in range(5):  # one window every 100 readings: no later window holds a target
+        quality.observe("acme", "lstm", "s", 100.0 * k, 1.0, window, [(1, "live", 7.0)])
+    assert quality.describe_version("acme", "lstm", 1, "live")["resolved"] == 0
+    for k in range(5):
+        quality.observe_actual("acme", "s", 100.0 * k + 1.0, 6.0)  # the reading one step after each
+    quality.observe_actual("acme", "s", 999.0, 1.0)  # no forecast targets it: ignored
+    described = quality.describe_version("acme", "lstm", 1, "live")
+    assert described["resolved"] == 5 and described["mae"] == 1.0 and described["persistence_mae"] == 1.0
