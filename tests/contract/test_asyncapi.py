@@ -22,6 +22,8 @@ from jsonschema import Draft7Validator
 
 from contract import oip, topics
 from contract.errors import ERROR_CODES, InvalidWindow, RequestError
+from server_app.config import QualityConfig
+from server_app.quality import QualityTracker
 from tests.contract.oip_schema import INFERENCE_ERROR_RESPONSE, INFERENCE_REQUEST, INFERENCE_RESPONSE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +59,9 @@ def schema(document: dict[str, Any], name: str) -> Draft7Validator:
 def test_the_official_parser_accepts_the_document() -> None:
     parsed = run_parser(DOCUMENT)
     assert parsed["errors"] == [] and parsed["version"] == "3.0.0", parsed["errors"]
-    assert {c["id"] for c in parsed["channels"]} == {"requests", "responses", "errors", "workerStatus"}
+    assert {c["id"] for c in parsed["channels"]} == {
+        "requests", "responses", "errors", "quality", "actuals", "workerStatus"
+    }
     assert {"sendRequest", "receiveAnswer", "receiveError"} <= {o["id"] for o in parsed["operations"]}
 
 
@@ -76,6 +80,8 @@ def test_channel_addresses_are_the_contracts_topics(document: dict[str, Any]) ->
     assert channels["responses"]["address"] == topics.response_topic("{tenant}", "{model}")
     assert channels["errors"]["address"] == topics.errors_topic("{tenant}")
     assert channels["workerStatus"]["address"] == topics.status_topic("{workerId}")
+    assert channels["quality"]["address"] == topics.quality_topic("{tenant}", "{model}")
+    assert channels["actuals"]["address"] == topics.actuals_topic("{tenant}")
     name_rule = topics.NAME_PATTERN
     for parameter in document["components"]["parameters"].values():
         assert name_rule in parameter["description"]
@@ -108,6 +114,16 @@ def test_payloads_the_code_produces_validate(document: dict[str, Any]) -> None:
         body = orjson.loads(oip.encode_error("acme-1", cls("why")))
         schema(document, "errorResponse").validate(body)
         INFERENCE_ERROR_RESPONSE.validate(body)
+    # The quality message, as the tracker writes it, and actuals as the decoder accepts them.
+    tracker = QualityTracker(QualityConfig(min_resolved=1), clock=lambda: 1.0)
+    window = np.arange(6, dtype=float)[None, :]
+    tracker.observe("acme", "lstm", "s", 5.0, 1.0, window, [(1, "live", 6.0), (2, "shadow", 5.0)])
+    tracker.observe("acme", "lstm", "s", 6.0, 1.0, window + 1, [(1, "live", 7.0)])
+    schema(document, "quality").validate(orjson.loads(orjson.dumps(tracker.describe("acme", "lstm"))))
+    actuals = [{"series": "s", "time": 7, "value": 7.5}]
+    assert oip.decode_actuals(orjson.dumps(actuals), max_bytes=10_000)
+    schema(document, "actuals").validate(actuals)
+    schema(document, "actuals").validate(actuals[0])
 
 
 def test_the_documents_examples_are_what_the_code_accepts_and_produces(document: dict[str, Any]) -> None:
