@@ -20,14 +20,13 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.processes import LOCALHOST, REPO_ROOT, start_loadgen, start_worker
+from benchmarks.processes import LOCALHOST, REPO_ROOT, one_worker_session
 from benchmarks.run import model_shape
 
 
@@ -107,17 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.hook_only:
         return 0
 
-    from tests.support.mosquitto import MosquittoBroker
-
     window_length, features = model_shape(args.models)
-    work = Path(tempfile.mkdtemp(prefix="bench-console-"))
-    broker = MosquittoBroker(work / "mosquitto", persistence=False)
-    broker.start()
-    worker = loadgen = None
     results: dict[str, list[float]] = {"off": [], "polling": []}
-    try:
-        worker = start_worker(broker.port, args.models, args.qos, work, "console", overrides={"log_level": "WARNING"})
-        loadgen = start_loadgen(broker.port, args.qos, work, window_length, features)
+    with one_worker_session(args.models, args.qos, "console", window_length, features) as (worker, loadgen):
         step = {"cmd": "step", "mode": "closed", "windows": 1, "duration": args.step_s, "drain": 5.0,
                 "concurrency": args.concurrency}
         loadgen.command({**step, "duration": 2.0}, timeout=60)  # warm-up, not counted
@@ -137,12 +128,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"round": round_index, "console": mode, "throughput": round(result["throughput"], 1),
                                   "p99_ms": result["latency_ms"]["p99"], "errors": result["errors"], **extra}),
                       flush=True)
-    finally:
-        if loadgen is not None:
-            loadgen.stop()
-        if worker is not None:
-            worker.stop()
-        broker.stop()
     off, polling = results["off"], results["polling"]
     summary = {
         "off_mean": round(statistics.fmean(off), 1),

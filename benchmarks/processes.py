@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -255,3 +256,26 @@ def start_worker(
         time.sleep(0.005)
     rss = psutil.Process(process.pid).memory_info().rss / 2**20
     return WorkerProcess(process, health_port, worker_id, ready, rss, log_path, log)
+
+
+@contextlib.contextmanager
+def one_worker_session(
+    models: Path, qos: int, tag: str, window_length: int, features: int
+) -> Iterator[tuple[WorkerProcess, LineProcess]]:
+    """A throwaway Mosquitto, one worker and the load generator, stopped in reverse order:
+    the set-up of the A/B overhead benchmarks (console, quality)."""
+    import tempfile
+
+    from tests.support.mosquitto import MosquittoBroker
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{tag}-"))
+    with MosquittoBroker(work / "mosquitto", persistence=False) as broker:
+        worker = start_worker(broker.port, models, qos, work, tag, overrides={"log_level": "WARNING"})
+        try:
+            loadgen = start_loadgen(broker.port, qos, work, window_length, features)
+            try:
+                yield worker, loadgen
+            finally:
+                loadgen.stop()
+        finally:
+            worker.stop()

@@ -15,11 +15,10 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.processes import REPO_ROOT, start_loadgen, start_worker
+from benchmarks.processes import REPO_ROOT, one_worker_session
 from benchmarks.run import model_shape
 
 
@@ -32,17 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=REPO_ROOT / "models")
     args = parser.parse_args(argv)
 
-    from tests.support.mosquitto import MosquittoBroker
-
     window_length, features = model_shape(args.models)
-    work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    broker = MosquittoBroker(work / "mosquitto", persistence=False)
-    broker.start()
-    worker = loadgen = None
     results: dict[tuple[int, bool], list[float]] = {}
-    try:
-        worker = start_worker(broker.port, args.models, args.qos, work, "quality", overrides={"log_level": "WARNING"})
-        loadgen = start_loadgen(broker.port, args.qos, work, window_length, features)
+    with one_worker_session(args.models, args.qos, "quality", window_length, features) as (_worker, loadgen):
         for windows in (1, 64):
             step = {"cmd": "step", "mode": "closed", "windows": windows, "duration": args.step_s, "drain": 5.0,
                     "concurrency": args.concurrency if windows == 1 else max(1, args.concurrency // 8)}
@@ -57,12 +48,6 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps({"round": round_index, "windows": windows, "tracking": series,
                                       "forecasts_per_s": round(forecasts, 1), "p99_ms": result["latency_ms"]["p99"],
                                       "errors": result["errors"]}), flush=True)
-    finally:
-        if loadgen is not None:
-            loadgen.stop()
-        if worker is not None:
-            worker.stop()
-        broker.stop()
     for windows in (1, 64):
         off, on = results[(windows, False)], results[(windows, True)]
         summary = {

@@ -73,4 +73,3 @@ class TutorialCodec:
 
 OIP: Codec = OipCodec()
 TUTORIAL: Codec = TutorialCodec()
-CODECS: dict[str, Codec] = {codec.name: codec for codec in (OIP, TUTORIAL)}

@@ -13,7 +13,6 @@ class RequestError(Exception):
     """Root of every error a request is answered with. `code` is the wire code."""
 
     code: ClassVar[str] = "internal"
-    retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, request_id: str | None = None) -> None:
         super().__init__(message)
@@ -68,14 +67,12 @@ class Overloaded(RequestError):
     """The worker cannot serve the request within its latency budget; retry later."""
 
     code = "overloaded"
-    retryable = True
 
 
 class RateLimited(RequestError):
     """The tenant exceeded its rate limit; retry later."""
 
     code = "rate_limited"
-    retryable = True
 
 
 class RetainedRequest(RequestError):
@@ -94,7 +91,6 @@ class InternalError(RequestError):
     """An unexpected failure while serving the request."""
 
     code = "internal"
-    retryable = True
 
 
 ERROR_CODES: frozenset[str] = frozenset(

@@ -95,6 +95,8 @@ def actuals_topic(tenant: str) -> str:
 
 
 def tenant_of_actuals(topic: str) -> str | None:
+    if not topic.endswith("/actuals"):  # per message on the serving path: the cheap test first
+        return None
     parts = topic.split("/")
     if len(parts) == 3 and parts[0] == "tenants" and parts[2] == "actuals" and NAME_RE.match(parts[1]):
         return parts[1]

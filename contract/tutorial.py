@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from contract.errors import InvalidWindow, RequestError
-from contract.oip import MAX_WINDOW_LENGTH, DecodedRequest, load_json_object, peek_id
+from contract.oip import MAX_WINDOW_LENGTH, DecodedRequest, load_json_object
 
 CONTENT_TYPE = "application/json"
 PREFIX = "norm_"
@@ -75,5 +75,3 @@ def encode_request(window: np.ndarray | Sequence[float], offset: float, scale: f
     values = [(float(v) - offset) / scale for v in window]
     return orjson.dumps({f"{PREFIX}{i}": v for i, v in enumerate(reversed(values), start=1)})
 
-
-__all__ = ["CONTENT_TYPE", "decode_request", "encode_error", "encode_request", "encode_response", "peek_id"]

@@ -195,6 +195,11 @@ class Metrics:
             "inference_drift_alarms", "Change-detector alarms on the forecast error, by detector",
             ["tenant", "model", "version", "detector"], registry=r,
         )
+        self.series_dropped = Counter(
+            "inference_quality_series_dropped",
+            "Series the quality tracker forgot (least recently seen) to stay within quality.max_series",
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
 
         self._answer_children = _Children(self.answers)

@@ -251,8 +251,9 @@ class MqttTransport:
             if self._qos > 0:
                 # Only what a refusal needs (topic, properties, the id at the payload's start): the
                 # payload itself, up to 1 MiB, must not wait for the broker's acknowledgement too.
-                slim = dataclasses.replace(ack, payload=ack.payload[:PEEK_BYTES])
-                self._pending_acks[info.mid] = _PendingAnswer(slim, topic)  # acked in _on_publish
+                if len(ack.payload) > PEEK_BYTES:
+                    ack = dataclasses.replace(ack, payload=ack.payload[:PEEK_BYTES])
+                self._pending_acks[info.mid] = _PendingAnswer(ack, topic)  # acked in _on_publish
             else:
                 self._client.ack(ack.mid, ack.qos)
 

@@ -45,18 +45,14 @@ class Detector(Protocol):
     def update(self, x: float) -> Any: ...
 
 
-def make_detector(kind: str, *, wait: bool = False) -> Detector | None:
+def make_detector(kind: str) -> Detector | None:
     """River's detector, or None while River is still being imported in the background (it
-    pulls in SciPy: ~1 s): the serving thread never waits for that import unless `wait`."""
+    pulls in SciPy: ~1 s): the serving thread never waits for that import."""
     if kind == "off":
         return None
     if not _imported.is_set():
-        if not wait:
-            start_import()
-            return None
-        _import_river()
-        if not _imported.is_set():
-            return None
+        start_import()
+        return None
     drift = sys.modules["river.drift"]
     if kind == "page_hinkley":
         # On the error relative to persistence (about 1 in normal operation): mode "up" watches

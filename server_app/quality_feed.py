@@ -43,6 +43,7 @@ class QualityFeed:
         self._promote = promote
         self._clock = clock
         self._next_publish = 0.0
+        self._series_dropped_exported = 0
         # What other threads (the console) may read: replaced whole, never mutated in place.
         self.latest: dict[tuple[str, str], dict[str, object]] = {}
 
@@ -109,6 +110,10 @@ class QualityFeed:
         if now < self._next_publish or not self.tracker.changed:
             return
         self._next_publish = now + PUBLISH_INTERVAL_S
+        dropped = self.tracker.series_dropped - self._series_dropped_exported
+        if dropped:
+            self._metrics.series_dropped.inc(dropped)
+            self._series_dropped_exported = self.tracker.series_dropped
         for (tenant, model, version, role), score in self.tracker.scores().items():
             if (tenant, model) in self.tracker.changed and len(score) > 0:
                 self._metrics.set_quality(tenant, model, version, mae=score.mae, persistence_mae=score.persistence_mae)
