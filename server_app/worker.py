@@ -88,6 +88,7 @@ class Worker:
         self._answers = Answerer(
             self.transport, self.metrics, self.console, self._answered, self.worker_id, lambda: self._state
         )
+        self._source = InboxSource(self.transport, self.inbox, limits.max_batch_bytes)
         # The broker's own counters ($SYS: dropped messages) on a second connection, exported on
         # /metrics; off without an HTTP endpoint (nobody could read them).
         self._broker_stats = (
@@ -126,6 +127,7 @@ class Worker:
         self._service.forget_tenants_except(set(state.policy.tenants))
         limits = state.policy.worker
         self.inbox.configure(**inbox_limits(limits))
+        self._source.max_batch_bytes = limits.max_batch_bytes
         self._answered.configure(limits.dedup_window_s, limits.dedup_max_entries)
         self._quality.configure(state.policy.quality, set(state.policy.tenants))
         self.metrics.observe_state(state)
@@ -267,10 +269,9 @@ class Worker:
                         log.warning("grace period over with answers unconfirmed; the broker redelivers their requests")
                         break
                 worker_config = state.policy.worker
-                source = InboxSource(transport, self.inbox, worker_config.max_batch_bytes)
                 waiting = not self.inbox  # saturation: a poll entered with an empty inbox is idle time
                 polled = time.monotonic()
-                batch = collect_batch(source, worker_config.max_batch, worker_config.max_delay_ms / 1000.0)
+                batch = collect_batch(self._source, worker_config.max_batch, worker_config.max_delay_ms / 1000.0)
                 waited = time.monotonic() - polled if waiting else 0.0
                 if batch:
                     try:
