@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from contract import oip
+from contract import oip_answers
 
 Steps = tuple[tuple[float, ...], ...]
 
@@ -74,8 +74,8 @@ class Sent:
 
 def error_text(body: dict[str, Any]) -> str:
     """`code: message` of an error body, for logs and the uncorrelated-errors list."""
-    decoded = oip.decode_answer(body)
-    if isinstance(decoded, oip.ErrorAnswer):
+    decoded = oip_answers.decode_answer(body)
+    if isinstance(decoded, oip_answers.ErrorAnswer):
         return f"{decoded.code}: {decoded.message}"[:300]
     return str(body)[:200]
 
@@ -98,8 +98,8 @@ def split_horizon(values: tuple[float, ...], shape: tuple[int, ...], windows: in
 
 def parse_oip_reply(sent: Sent, body: dict[str, Any], received_at: float) -> Answer:
     """An Open Inference Protocol reply (already JSON-decoded) -> Answer."""
-    decoded = oip.decode_answer(body)
-    if isinstance(decoded, oip.ErrorAnswer):
+    decoded = oip_answers.decode_answer(body)
+    if isinstance(decoded, oip_answers.ErrorAnswer):
         return _failed(sent, received_at, decoded.code, decoded.message)
     rows = split_horizon(decoded.values, decoded.shape, sent.windows)
     if rows is None:
@@ -128,9 +128,10 @@ def parse_tutorial_reply(
     """A tutorial reply ``{"MODEL": value}`` (or an error body) -> Answer in the units
     ``value * scale + offset`` (offset 0, scale 1: left normalised)."""
     if "error" in body:
-        decoded = oip.decode_answer(body)
-        code, message = (decoded.code, decoded.message) if isinstance(decoded, oip.ErrorAnswer) else ("unknown", "")
-        return _failed(sent, received_at, code, message)
+        decoded = oip_answers.decode_answer(body)
+        if isinstance(decoded, oip_answers.ErrorAnswer):
+            return _failed(sent, received_at, decoded.code, decoded.message)
+        return _failed(sent, received_at, "unknown", "")
     values = [v for v in body.values() if isinstance(v, int | float) and not isinstance(v, bool)]
     if len(body) != 1 or len(values) != 1 or not math.isfinite(values[0]):
         return _failed(sent, received_at, "bad_response", f"expected one {{MODEL: value}} pair, got {str(body)[:200]}")

@@ -15,7 +15,12 @@ class Codec(Protocol):
     name: str
     content_type: str
 
-    def decode(self, payload: bytes, *, max_bytes: int, max_windows: int) -> DecodedRequest: ...
+    def decode(
+        self, payload: bytes, *, max_bytes: int, max_windows: int, header_length: str | None = None
+    ) -> DecodedRequest:
+        """`header_length`: the request's `Inference-Header-Content-Length` user property (binary
+        tensors, MQTT 5), if it had one."""
+        ...
 
     def encode_prediction(
         self,
@@ -33,8 +38,10 @@ class OipCodec:
     name = "oip"
     content_type = oip.CONTENT_TYPE
 
-    def decode(self, payload: bytes, *, max_bytes: int, max_windows: int) -> DecodedRequest:
-        return oip.decode_request(payload, max_bytes=max_bytes, max_windows=max_windows)
+    def decode(
+        self, payload: bytes, *, max_bytes: int, max_windows: int, header_length: str | None = None
+    ) -> DecodedRequest:
+        return oip.decode_request(payload, max_bytes=max_bytes, max_windows=max_windows, header_length=header_length)
 
     def encode_prediction(
         self,
@@ -54,8 +61,10 @@ class TutorialCodec:
     name = "tutorial"
     content_type = tutorial.CONTENT_TYPE
 
-    def decode(self, payload: bytes, *, max_bytes: int, max_windows: int) -> DecodedRequest:
-        return tutorial.decode_request(payload, max_bytes=max_bytes)
+    def decode(
+        self, payload: bytes, *, max_bytes: int, max_windows: int, header_length: str | None = None
+    ) -> DecodedRequest:
+        return tutorial.decode_request(payload, max_bytes=max_bytes)  # JSON only: no binary tensors
 
     def encode_prediction(
         self,

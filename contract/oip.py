@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from contract import oip_binary
 from contract.errors import BadJson, InvalidRequest, InvalidWindow, RequestError, TooLarge
+from contract.oip_binary import BinaryForm
 
 CONTENT_TYPE = "application/json"
 MAX_ID_LENGTH = 256
@@ -73,9 +75,12 @@ class DecodedRequest:
     normalized: bool
     parameters: dict[str, Any] = field(default_factory=dict)
     series: SeriesInfo | None = None
+    binary_answer: BinaryForm | None = None  # the answer's framing, when the request asked for binary
 
 
-def _number(parameters: dict[str, Any], key: str, request_id: str | None, *, positive: bool = False) -> float | None:
+def number_parameter(
+    parameters: dict[str, Any], key: str, request_id: str | None, *, positive: bool = False
+) -> float | None:
     value = parameters.get(key)
     if value is None:
         return None
@@ -93,7 +98,9 @@ def series_info(parameters: dict[str, Any], request_id: str | None) -> SeriesInf
     if not isinstance(series, str) or not 0 < len(series) <= MAX_SERIES_LENGTH:
         raise InvalidRequest(f"parameters.series must be a string of 1 to {MAX_SERIES_LENGTH} characters", request_id)
     return SeriesInfo(
-        series, _number(parameters, "time", request_id), _number(parameters, "step_s", request_id, positive=True)
+        series,
+        number_parameter(parameters, "time", request_id),
+        number_parameter(parameters, "step_s", request_id, positive=True),
     )
 
 
@@ -118,6 +125,10 @@ def check_size(payload: bytes, max_bytes: int) -> None:
 def load_json_object(payload: bytes, max_bytes: int, what: str) -> dict[str, Any]:
     """Size check first (an oversize payload is never parsed), then JSON, then an object."""
     check_size(payload, max_bytes)
+    return _json_object(payload, what)
+
+
+def _json_object(payload: bytes, what: str) -> dict[str, Any]:
     try:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -157,7 +168,9 @@ def _flatten(data: list[Any], shape: list[int], depth: int, request_id: str | No
     return flat
 
 
-def _windows(tensor: dict[str, Any], request_id: str | None, max_windows: int) -> np.ndarray:
+def _windows(
+    tensor: dict[str, Any], request_id: str | None, max_windows: int, tensor_bytes: memoryview | None
+) -> np.ndarray:
     datatype = tensor["datatype"]
     integer_range = INTEGER_RANGES.get(datatype)
     if integer_range is None and datatype not in FLOAT_DATATYPES:
@@ -180,11 +193,25 @@ def _windows(tensor: dict[str, Any], request_id: str | None, max_windows: int) -
         raise TooLarge(f"{batch} windows in one message, the limit is {max_windows}", request_id)
     if length > MAX_WINDOW_LENGTH or features > MAX_FEATURES:
         raise InvalidWindow(f"shape {shape} is larger than any model accepts", request_id)
+    expected = batch * length * features
+    size = oip_binary.binary_size(tensor, request_id)
+    if size is not None or tensor_bytes:  # (a JSON request may carry the header length property too)
+        if size is None or tensor_bytes is None:
+            raise InvalidRequest(
+                "binary tensor data needs both inputs[0].parameters.binary_data_size and the bytes after the JSON "
+                f"header (a NUL byte after it, or its length in the user property {oip_binary.HEADER_LENGTH_PROPERTY})",
+                request_id,
+            )
+        array = oip_binary.tensor_values(tensor_bytes, size, datatype, expected, shape, request_id)
+        if not np.isfinite(array).all():
+            raise InvalidWindow("inputs[0] has values that are NaN, infinite or beyond float32", request_id)
+        return array.reshape(batch, length, features)
+    if "data" not in tensor:
+        raise InvalidRequest("inputs[0] needs data (or parameters.binary_data_size and binary tensor data)", request_id)
     data = tensor["data"]
     if not isinstance(data, list):
         raise InvalidWindow("inputs[0].data must be a list of numbers (flat or nested row-major)", request_id)
     data = _flatten(data, shape, 0, request_id)
-    expected = batch * length * features
     if len(data) != expected:
         raise InvalidWindow(f"inputs[0].data has {len(data)} values, shape {shape} needs {expected}", request_id)
     # numpy would turn true into 1.0 and "10.5" into 10.5: only JSON numbers of the datatype pass.
@@ -201,15 +228,25 @@ def _windows(tensor: dict[str, Any], request_id: str | None, max_windows: int) -
     return array.reshape(batch, length, features)
 
 
-def decode_request(payload: bytes, *, max_bytes: int, max_windows: int) -> DecodedRequest:
-    """Server side: a request payload -> windows; raises a RequestError carrying the id if known."""
-    body = load_json_object(payload, max_bytes, "an Open Inference Protocol inference request")
+def decode_request(
+    payload: bytes, *, max_bytes: int, max_windows: int, header_length: str | None = None
+) -> DecodedRequest:
+    """Server side: a request payload -> windows; raises a RequestError carrying the id if known.
+
+    JSON, or the binary tensor extension (contract/oip_binary.py): `header_length` is the
+    request's `Inference-Header-Content-Length` user property (MQTT 5), if it had one."""
+    check_size(payload, max_bytes)
+    try:
+        header, tensor_bytes, form = oip_binary.split(payload, header_length)
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message, peek_id(payload)) from None
+    body = _json_object(header, "an Open Inference Protocol inference request")
     request_id = _request_id(body)
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise InvalidRequest("request needs 'inputs': a list with exactly one input tensor", request_id)
     tensor = inputs[0]
-    missing = [key for key in ("name", "shape", "datatype", "data") if key not in tensor]
+    missing = [key for key in ("name", "shape", "datatype") if key not in tensor]
     if missing:
         raise InvalidRequest(f"inputs[0] needs {', '.join(missing)} (required by the specification)", request_id)
     if not isinstance(tensor["name"], str) or not isinstance(tensor["datatype"], str):
@@ -218,8 +255,11 @@ def decode_request(payload: bytes, *, max_bytes: int, max_windows: int) -> Decod
     if not isinstance(parameters, dict):
         raise InvalidRequest("'parameters' must be a JSON object", request_id)
     series = series_info(parameters, request_id)
-    windows = _windows(tensor, request_id, max_windows)
-    return DecodedRequest(request_id, windows, parameters.get("normalized") is True, parameters, series)
+    windows = _windows(tensor, request_id, max_windows, tensor_bytes)
+    binary_answer = None
+    if oip_binary.wants_binary_answer(body):
+        binary_answer = form or BinaryForm.SEPARATOR
+    return DecodedRequest(request_id, windows, parameters.get("normalized") is True, parameters, series, binary_answer)
 
 
 def encode_response(
@@ -244,6 +284,24 @@ def encode_response(
     ]
     body["parameters"] = parameters
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_binary_response(
+    request_id: str | None,
+    model_name: str,
+    model_version: int | str,
+    forecasts: np.ndarray,
+    parameters: dict[str, Any],
+    form: BinaryForm,
+) -> tuple[bytes, int]:
+    """Server side, binary tensor extension: the payload and its JSON header's length."""
+    body: dict[str, Any] = {} if request_id is None else {"id": request_id}
+    body["model_name"] = model_name
+    body["model_version"] = str(model_version)
+    data = np.ascontiguousarray(forecasts, dtype=np.float32)
+    body["outputs"] = [oip_binary.tensor_header(OUTPUT_NAME, data, "FP32")]
+    body["parameters"] = parameters
+    return oip_binary.encode(body, [data], form)
 
 
 def encode_error(request_id: str | None, error: RequestError, parameters: dict[str, Any] | None = None) -> bytes:
@@ -271,90 +329,19 @@ def encode_request(request_id: str | None, windows: np.ndarray, parameters: dict
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-@dataclass(frozen=True, slots=True)
-class Forecast:
-    """A decoded inference response."""
-
-    id: str | None
-    model_name: str | None
-    model_version: str | None
-    values: tuple[float, ...]
-    shape: tuple[int, ...]
-    parameters: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorAnswer:
-    """A decoded error response."""
-
-    id: str | None
-    code: str
-    message: str
-    parameters: dict[str, Any]
-
-
-def decode_answer(body: dict[str, Any]) -> Forecast | ErrorAnswer:
-    """Client side: a parsed answer -> Forecast or ErrorAnswer. Malformed answers become
-    ErrorAnswer with code `bad_response`."""
-    raw_id = body.get("id")
-    answer_id = raw_id if isinstance(raw_id, str) else None
-    parameters = body.get("parameters")
-    parameters = parameters if isinstance(parameters, dict) else {}
-    error = body.get("error")
-    if error is not None:
-        code = parameters.get("code")
-        return ErrorAnswer(answer_id, str(code) if code is not None else "unknown", str(error), parameters)
-    outputs = body.get("outputs")
-    output = outputs[0] if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) else {}
-    data, shape = output.get("data"), output.get("shape")
-    if (
-        not isinstance(data, list)
-        or not all(type(v) in _NUMBER_TYPES and math.isfinite(v) for v in data)
-        or not isinstance(shape, list)
-        or not all(type(d) is int and d >= 0 for d in shape)
-        or math.prod(shape) != len(data)
-    ):
-        return ErrorAnswer(answer_id, "bad_response", "expected outputs[0] with numeric data matching its shape", {})
-    model_name, version = body.get("model_name"), body.get("model_version")
-    return Forecast(
-        answer_id,
-        str(model_name) if model_name is not None else None,
-        str(version) if version is not None else None,
-        tuple(float(v) for v in data),
-        tuple(shape),
-        parameters,
-    )
-
-
-MAX_ACTUALS_PER_MESSAGE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Actual:
-    """One observed reading of a series, at `time` on the series' own clock (as in requests)."""
-
-    series: str
-    time: float
-    value: float
-
-
-def decode_actuals(payload: bytes, *, max_bytes: int) -> list[Actual]:
-    """`{"series", "time", "value"}` or a list of them (at most MAX_ACTUALS_PER_MESSAGE)."""
-    check_size(payload, max_bytes)
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise BadJson(f"payload is not valid UTF-8 JSON: {exc}") from None
-    items = body if isinstance(body, list) else [body]
-    if len(items) > MAX_ACTUALS_PER_MESSAGE:
-        raise TooLarge(f"{len(items)} actuals in one message, the limit is {MAX_ACTUALS_PER_MESSAGE}")
-    actuals = []
-    for item in items:
-        if not isinstance(item, dict):
-            raise InvalidRequest('actuals are objects {"series": str, "time": number, "value": number}')
-        info = series_info({"series": item.get("series"), "time": item.get("time")}, None)
-        value = _number(item, "value", None)
-        if info is None or info.time is None or value is None:
-            raise InvalidRequest('each actual needs "series" (string), "time" and "value" (numbers)')
-        actuals.append(Actual(info.series, info.time, value))
-    return actuals
+def encode_binary_request(
+    request_id: str | None,
+    windows: np.ndarray,
+    parameters: dict[str, Any] | None = None,
+    form: BinaryForm = BinaryForm.SEPARATOR,
+) -> tuple[bytes, int]:
+    """Client side, binary tensor extension both ways: the payload (FP32 tensor bytes after
+    the header, answer asked for in binary) and the header's length (for HEADER_PROPERTY, the
+    value of the user property `Inference-Header-Content-Length`)."""
+    data = np.ascontiguousarray(windows, dtype=np.float32)
+    if data.ndim == 2:
+        data = data.reshape(*data.shape, 1)
+    body: dict[str, Any] = {} if request_id is None else {"id": request_id}
+    body["parameters"] = {**(parameters or {}), "binary_data_output": True}
+    body["inputs"] = [oip_binary.tensor_header("window", data, "FP32")]
+    return oip_binary.encode(body, [data], form)

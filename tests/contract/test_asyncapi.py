@@ -20,7 +20,7 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from contract import oip, topics
+from contract import actuals, oip, topics
 from contract.errors import ERROR_CODES, InvalidWindow, RequestError
 from server_app.config import QualityConfig
 from server_app.quality import QualityTracker
@@ -120,10 +120,10 @@ def test_payloads_the_code_produces_validate(document: dict[str, Any]) -> None:
     tracker.observe("acme", "lstm", "s", 5.0, 1.0, window, [(1, "live", 6.0), (2, "shadow", 5.0)])
     tracker.observe("acme", "lstm", "s", 6.0, 1.0, window + 1, [(1, "live", 7.0)])
     schema(document, "quality").validate(orjson.loads(orjson.dumps(tracker.describe("acme", "lstm"))))
-    actuals = [{"series": "s", "time": 7, "value": 7.5}]
-    assert oip.decode_actuals(orjson.dumps(actuals), max_bytes=10_000)
-    schema(document, "actuals").validate(actuals)
-    schema(document, "actuals").validate(actuals[0])
+    readings = [{"series": "s", "time": 7, "value": 7.5}]
+    assert actuals.decode_actuals(orjson.dumps(readings), max_bytes=10_000)
+    schema(document, "actuals").validate(readings)
+    schema(document, "actuals").validate(readings[0])
 
 
 def test_the_documents_examples_are_what_the_code_accepts_and_produces(document: dict[str, Any]) -> None:

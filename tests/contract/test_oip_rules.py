@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 import contract.oip
-from contract import oip
+from contract import actuals, oip, oip_answers
 from contract.errors import ERROR_CODES, InvalidWindow, RequestError, TooLarge
 from tests.contract.oip_schema import INFERENCE_ERROR_RESPONSE, INFERENCE_REQUEST, INFERENCE_RESPONSE
 
@@ -212,10 +212,10 @@ def test_client_side_codec_round_trips_through_the_server_side() -> None:
     decoded = decode(payload)
     assert decoded.id == "acme-1" and decoded.parameters == {"sent_at": 1.0}
     np.testing.assert_array_equal(decoded.windows[:, :, 0], windows.astype(np.float32))
-    answer = oip.decode_answer(orjson.loads(oip.encode_response("acme-1", "ann", 1, np.ones((2, 1)), {})))
-    assert isinstance(answer, oip.Forecast) and answer.values == (1.0, 1.0) and answer.shape == (2, 1)
-    error = oip.decode_answer(orjson.loads(oip.encode_error("acme-1", TooLarge("big"))))
-    assert error == oip.ErrorAnswer("acme-1", "too_large", "big", {"code": "too_large"})
+    answer = oip_answers.decode_answer(orjson.loads(oip.encode_response("acme-1", "ann", 1, np.ones((2, 1)), {})))
+    assert isinstance(answer, oip_answers.Forecast) and answer.values == (1.0, 1.0) and answer.shape == (2, 1)
+    error = oip_answers.decode_answer(orjson.loads(oip.encode_error("acme-1", TooLarge("big"))))
+    assert error == oip_answers.ErrorAnswer("acme-1", "too_large", "big", {"code": "too_large"})
 
 
 @pytest.mark.parametrize(
@@ -227,8 +227,8 @@ def test_client_side_codec_round_trips_through_the_server_side() -> None:
     ],
 )
 def test_client_refuses_malformed_answers(body: dict[str, Any]) -> None:
-    answer = oip.decode_answer(body)
-    assert isinstance(answer, oip.ErrorAnswer) and answer.code == "bad_response"
+    answer = oip_answers.decode_answer(body)
+    assert isinstance(answer, oip_answers.ErrorAnswer) and answer.code == "bad_response"
 
 
 @pytest.mark.parametrize(
@@ -238,10 +238,10 @@ def test_client_refuses_malformed_answers(body: dict[str, Any]) -> None:
 def test_actuals_are_one_object_or_a_list(payload: bytes, count: int) -> None:
     if count < 0:
         with pytest.raises(RequestError):
-            oip.decode_actuals(payload, max_bytes=MAX_BYTES)
+            actuals.decode_actuals(payload, max_bytes=MAX_BYTES)
     else:
-        assert oip.decode_actuals(payload, max_bytes=MAX_BYTES) == [oip.Actual("s1", 12.0, 17.5)]
+        assert actuals.decode_actuals(payload, max_bytes=MAX_BYTES) == [actuals.Actual("s1", 12.0, 17.5)]
     many = orjson.dumps([{"series": "s", "time": t, "value": 1.0} for t in range(3)])
-    assert [a.time for a in oip.decode_actuals(many, max_bytes=MAX_BYTES)] == [0.0, 1.0, 2.0]
+    assert [a.time for a in actuals.decode_actuals(many, max_bytes=MAX_BYTES)] == [0.0, 1.0, 2.0]
     with pytest.raises(RequestError, match="series"):
-        oip.decode_actuals(b'{"time": 1, "value": 2}', max_bytes=MAX_BYTES)
+        actuals.decode_actuals(b'{"time": 1, "value": 2}', max_bytes=MAX_BYTES)

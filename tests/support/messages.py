@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+from contract import oip_answers
+from contract.oip_binary import HEADER_LENGTH_PROPERTY
 
 Payload = bytes | bytearray | str | Mapping[str, Any] | list[Any]
 
@@ -42,18 +44,23 @@ class ReceivedMessage:
     @classmethod
     def of(cls, message: mqtt.MQTTMessage, received_at: float) -> ReceivedMessage:
         payload = bytes(message.payload)
+        properties = getattr(message, "properties", None)
         body: Any = None
         if payload[:1] == b"{":
+            # JSON, or the binary tensor extension (its outputs turned into `data` lists)
+            header_length = next(
+                (v for k, v in getattr(properties, "UserProperty", None) or [] if k == HEADER_LENGTH_PROPERTY), None
+            )
             try:
-                body = orjson.loads(payload)
-            except orjson.JSONDecodeError:
+                body = oip_answers.load_answer(payload, header_length)
+            except ValueError:  # orjson's JSONDecodeError included
                 body = None
         return cls(
             topic=message.topic,
             payload=payload,
             qos=message.qos,
             retain=bool(message.retain),
-            properties=getattr(message, "properties", None),
+            properties=properties,
             received_at=received_at,
             body=body if isinstance(body, dict) else None,
         )
