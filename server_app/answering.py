@@ -7,9 +7,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from contract import topics
+from contract import oip, oip_binary, topics
 from contract.errors import AnswerRefused, InternalError, Overloaded
 from contract.oip import peek_id
+from contract.oip_binary import BinaryForm
 from server_app.console import ConsoleStats
 from server_app.limits import AnsweredRequests
 from server_app.logs import request_fields
@@ -77,7 +78,11 @@ class Answerer:
         request_id: str | None,
         outcome: Outcome,
         started: float | None = None,
+        binary: BinaryForm | None = None,
     ) -> None:
+        """`binary`: the request asked for a binary answer (binary tensor extension), framed so."""
+        content_type = reply.codec.content_type
+        header_length = None
         if isinstance(outcome, Prediction):
             parameters: dict[str, object] = {
                 "tenant": reply.tenant, "served_at": time.time(), "worker": self._worker_id
@@ -86,15 +91,24 @@ class Answerer:
                 # Where the latency went, for clients: waiting in this worker, then in the model.
                 parameters["queue_ms"] = round((started - message.received_at) * 1000.0, 3)
                 parameters["compute_ms"] = round(outcome.compute_s * 1000.0, 3)
-            payload = reply.codec.encode_prediction(
-                request_id, outcome.model_name, outcome.model_version, outcome.forecasts, parameters
-            )
+            if binary is None:
+                payload = reply.codec.encode_prediction(
+                    request_id, outcome.model_name, outcome.model_version, outcome.forecasts, parameters
+                )
+            else:  # only an OIP request asks for it
+                payload, length = oip.encode_binary_response(
+                    request_id, outcome.model_name, outcome.model_version, outcome.forecasts, parameters, binary
+                )
+                content_type = oip_binary.CONTENT_TYPE
+                header_length = length if binary is BinaryForm.HEADER_PROPERTY else None
             code = "ok"
             self._metrics.count_windows(outcome.model_name, outcome.model_version, outcome.forecasts.shape[0])
         else:
             code = outcome.code
             payload = reply.codec.encode_error(request_id, outcome)
-        self._transport.publish(reply.topic, payload, ack=message, content_type=reply.codec.content_type)
+        self._transport.publish(
+            reply.topic, payload, ack=message, content_type=content_type, header_length=header_length
+        )
         self.settled.add(id(message))
         if request_id is not None and message.qos > 0:
             self._answered.remember(message.topic, request_id)

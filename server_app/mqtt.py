@@ -23,6 +23,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.mqtt_client import connect_properties, make_client, set_tcp_nodelay
 from contract.oip import PEEK_BYTES
+from contract.oip_binary import HEADER_LENGTH_PROPERTY
 from server_app.config import BrokerConfig
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 MAX_DRAIN_ROUNDS = 1000  # socket reads per poll beyond paho's own (each reads one or more packets)
 # W3C Trace Context for MQTT: user properties copied from a request onto its answer.
 TRACE_PROPERTIES = frozenset({"traceparent", "tracestate"})
+_HEADER_LENGTH_KEY = HEADER_LENGTH_PROPERTY.lower()  # matched as HTTP matches its header: any case
 
 
 @dataclass(slots=True)
@@ -45,6 +47,7 @@ class InboundMessage:
     dup: bool = False  # a redelivery by the broker (MQTT DUP flag)
     retain: bool = False  # a retained message, delivered because we subscribed
     trace: tuple[tuple[str, str], ...] = ()
+    header_length: str | None = None  # binary tensors: the `Inference-Header-Content-Length` user property
 
 
 class PackedOnce(Properties):
@@ -223,19 +226,25 @@ class MqttTransport:
         ack: InboundMessage | None = None,
         content_type: str | None = None,
         retain: bool = False,
+        header_length: int | None = None,
     ) -> None:
         """Publish; with `ack`, this is the answer to that request: its correlation data and
-        trace context go along (MQTT 5), and it is acknowledged once the broker accepted this."""
+        trace context go along (MQTT 5), and it is acknowledged once the broker accepted this.
+        `header_length`: a binary answer's JSON header length, sent as the user property
+        `Inference-Header-Content-Length` (MQTT 5 only; the answer to a request that had it)."""
         properties = None
         if self._v5:
-            if ack is not None and (ack.correlation_data is not None or ack.trace):
+            if ack is not None and (ack.correlation_data is not None or ack.trace or header_length is not None):
                 properties = Properties(PacketTypes.PUBLISH)
                 if content_type is not None:
                     properties.ContentType = content_type
                 if ack.correlation_data is not None:
                     properties.CorrelationData = ack.correlation_data
-                if ack.trace:
-                    properties.UserProperty = list(ack.trace)
+                user = list(ack.trace)
+                if header_length is not None:
+                    user.append((HEADER_LENGTH_PROPERTY, str(header_length)))
+                if user:
+                    properties.UserProperty = user
             elif content_type is not None:
                 # paho's Properties() costs as much as the rest of a publish: one per content
                 # type, shared (paho only reads it).
@@ -326,15 +335,17 @@ class MqttTransport:
         try:
             response_topic = correlation = None
             trace: tuple[tuple[str, str], ...] = ()
+            header_length = None
             if self._v5 and message.properties is not None:
                 response_topic = getattr(message.properties, "ResponseTopic", None)
                 correlation = getattr(message.properties, "CorrelationData", None)
                 user = getattr(message.properties, "UserProperty", None)
                 if user:
                     trace = tuple((k, v) for k, v in user if k in TRACE_PROPERTIES)[:4]
+                    header_length = next((v for k, v in user if k.lower() == _HEADER_LENGTH_KEY), None)
             inbound = InboundMessage(
                 message.topic, bytes(message.payload), message.mid, message.qos, response_topic, correlation,
-                time.monotonic(), bool(message.dup), bool(message.retain), trace,
+                time.monotonic(), bool(message.dup), bool(message.retain), trace, header_length,
             )
             self._delivered += 1
             self._deliver(inbound)

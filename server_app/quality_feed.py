@@ -16,7 +16,7 @@ from collections.abc import Callable
 import orjson
 
 from contract import topics
-from contract.oip import Actual
+from contract.actuals import Actual
 from server_app.config import QualityConfig
 from server_app.metrics import Metrics
 from server_app.quality import QualityEvent, QualityTracker

@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from contract import topics
+from contract.actuals import decode_actuals
 from contract.codecs import OIP
 from contract.errors import (
     InvalidRequest,
@@ -22,7 +23,8 @@ from contract.errors import (
     RetainedRequest,
     TooLarge,
 )
-from contract.oip import check_size, decode_actuals, peek_id
+from contract.oip import check_size, peek_id
+from contract.oip_binary import BinaryForm
 from server_app.answering import Answerer
 from server_app.batching import InboxSource, collect_batch, inbox_limits
 from server_app.broker_stats import BrokerStats
@@ -307,7 +309,7 @@ class Worker:
         requests: list[Request] = []
         # In batch order, so that answers leave in the order requests came (tutorial clients,
         # whose answers carry no id, match them by order): an error, or the index of a request.
-        answers: list[tuple[InboundMessage, Reply, str | None, RequestError | int]] = []
+        answers: list[tuple[InboundMessage, Reply, str | None, RequestError | int, BinaryForm | None]] = []
         for message in batch:
             if self._took_actuals(state, message):
                 continue
@@ -334,15 +336,16 @@ class Worker:
                         peek_id(message.payload),
                     )
                 decoded = reply.codec.decode(
-                    message.payload, max_bytes=limits.max_message_bytes, max_windows=limits.max_windows_per_message
+                    message.payload, max_bytes=limits.max_message_bytes, max_windows=limits.max_windows_per_message,
+                    header_length=message.header_length,
                 )
             except RequestError as exc:
                 if not self._answers.redelivered(message, exc.request_id):
-                    answers.append((message, reply, exc.request_id, exc))
+                    answers.append((message, reply, exc.request_id, exc, None))
                 continue
             if self._answers.redelivered(message, decoded.id):
                 continue
-            answers.append((message, reply, decoded.id, len(requests)))
+            answers.append((message, reply, decoded.id, len(requests), decoded.binary_answer))
             requests.append(
                 Request(reply.tenant, reply.model, decoded.id, decoded.windows, decoded.normalized, decoded.series)
             )
@@ -350,9 +353,9 @@ class Worker:
         if requests:
             self.metrics.observe_batch(len(requests), sum(r.windows.shape[0] for r in requests))
             outcomes = self._service.predict(state, requests)
-        for message, reply, request_id, result in answers:
+        for message, reply, request_id, result, binary in answers:
             outcome = outcomes[result] if isinstance(result, int) else result
-            self._answers.answer(message, reply, request_id, outcome, started)
+            self._answers.answer(message, reply, request_id, outcome, started, binary)
         full = taken >= limits.max_batch or payload_bytes + late_bytes >= limits.max_batch_bytes
         self.inbox.served(payload_bytes, time.monotonic() - started, full=full)
         for request, outcome in zip(requests, outcomes, strict=True):  # after `served`: not service time
