@@ -40,7 +40,8 @@ from client_app.answers import Answer, Sent, error_text, parse_oip_reply, parse_
 from client_app.config import TenantClientConfig
 from client_app.connection import MAX_INFLIGHT, NO_MATCHING_SUBSCRIBERS, BrokerConnection
 from client_app.errors import ClientConnectError, ClientError, RequestTimeout
-from contract import oip, topics, tutorial
+from contract import oip, oip_answers, topics, tutorial
+from contract.oip_binary import BinaryForm
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,10 @@ class TenantClient:
         merged: dict[str, object] = {**(parameters or {}), "sent_at": time.time()}
         if self.normalized:
             merged["normalized"] = True
+        if self.config.binary:
+            # the NUL-separated framing: self-describing on any MQTT version, no per-publish properties
+            payload, _ = oip.encode_binary_request(request_id, windows, merged, BinaryForm.SEPARATOR)
+            return payload
         return oip.encode_request(request_id, windows, merged)
 
     def submit(
@@ -308,10 +313,8 @@ class TenantClient:
 
     def _handle_oip(self, payload: bytes, received_at: float) -> None:
         try:
-            body = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
+            body = oip_answers.load_answer(payload)  # JSON, or a binary answer (NUL-separated)
+        except ValueError:  # orjson's JSONDecodeError included
             with self._lock:
                 self.malformed += 1
             return

@@ -52,6 +52,9 @@ Keys (everything not listed is rejected, so a typo is an error, not a silent def
     ``"oip"`` (default, Open Inference Protocol subset, correlated by id) or ``"tutorial"``
     (the original tutorial's flat ``{"norm_1": .., ..}`` on ``in_queue``, replies
     ``{"LSTM": ..}`` on ``out_queue``, correlated first-in first-out).
+``binary``
+    ``true``: windows and forecasts as binary tensors (the Open Inference Protocol's binary
+    tensor data extension, NUL-separated framing; ``format`` ``"oip"`` only). Default ``false``.
 ``in_queue``, ``out_queue``
     Topics of the tutorial format (required with it, forbidden without).
 ``normalization``
@@ -147,6 +150,7 @@ class TenantClientConfig(_Strict):
     rate: float | None = Field(10.0, ge=0)
     batch: int = Field(1, gt=0, le=4096)
     format: Literal["oip", "tutorial"] = "oip"
+    binary: bool = Field(False, description="windows and forecasts as binary tensors (format oip only)")
     in_queue: str | None = None
     out_queue: str | None = None
     normalization: Normalization | None = None
@@ -169,6 +173,8 @@ class TenantClientConfig(_Strict):
                 raise ValueError(f"format tutorial needs {', '.join(missing)}")
             if self.batch != 1:
                 raise ValueError("format tutorial carries one window per message: batch must be 1")
+            if self.binary:
+                raise ValueError("binary tensors are an Open Inference Protocol extension: use format oip")
         else:
             extra = [k for k in ("in_queue", "out_queue") if getattr(self, k) is not None]
             if extra:

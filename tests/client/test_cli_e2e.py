@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -159,3 +160,23 @@ def test_errors_from_the_real_server_are_counted(
     assert summary["errors_by_code"] == {"model_not_allowed": 5} and summary["unanswered"] == 0
     result, summary = _client(path, "--mode", "wait")
     assert result.returncode == 1 and "error model_not_allowed" in result.stdout
+
+
+def test_binary_tensors_give_the_json_forecasts(
+    server: subprocess.Popen[bytes], mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """`binary: true` in the tenant config: the same bulk forecasts as JSON, every message answered."""
+    as_json = _tenant_file(tmp_path, "beta", mosquitto.port)
+    raw = json.loads(as_json.read_text())
+    as_binary = tmp_path / "beta-binary.json"
+    as_binary.write_text(json.dumps({**raw, "binary": True}))
+    forecasts = {}
+    for name, path in (("json", as_json), ("binary", as_binary)):
+        result, summary = _client(path, "--mode", "bulk", "--count", "150", "--batch", "32")
+        assert result.returncode == 0, result.stderr
+        assert summary["sent"] == summary["answered"] == 5 and summary["errors"] == summary["unanswered"] == 0
+        forecasts[name] = json.loads(result.stdout)
+    assert len(forecasts["binary"]) == 150
+    # float32 both ways: the JSON text is the shortest exact float32, the binary the float32 itself
+    np.testing.assert_array_equal(np.array(forecasts["binary"], dtype=np.float32),
+                                  np.array(forecasts["json"], dtype=np.float32))

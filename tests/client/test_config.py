@@ -66,6 +66,8 @@ def test_full_example() -> None:
          "normalization.scale: Value error, must not be zero"),
         ({"format": "tutorial", "in_queue": "i", "out_queue": "o", "batch": 2,
           "normalization": {"offset": 0, "scale": 1}}, "batch must be 1"),
+        ({"format": "tutorial", "in_queue": "i", "out_queue": "o", "binary": True,
+          "normalization": {"offset": 0, "scale": 1}}, "binary tensors are an Open Inference Protocol extension"),
     ],
 )
 def test_invalid(changes: dict[str, Any], expected: str) -> None:
