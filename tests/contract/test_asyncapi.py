@@ -20,7 +20,7 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from contract import actuals, oip, topics
+from contract import actuals, oip, oip_binary, topics
 from contract.errors import ERROR_CODES, InvalidWindow, RequestError
 from server_app.config import QualityConfig
 from server_app.quality import QualityTracker
@@ -95,8 +95,11 @@ def test_error_codes_are_the_contracts(document: dict[str, Any]) -> None:
 
 def test_content_type_is_the_codecs(document: dict[str, Any]) -> None:
     assert document["defaultContentType"] == oip.CONTENT_TYPE
-    for message in document["components"]["messages"].values():
-        assert message["contentType"] == oip.CONTENT_TYPE
+    for name, message in document["components"]["messages"].items():
+        binary = name.endswith("Binary")
+        assert message["contentType"] == (oip_binary.CONTENT_TYPE if binary else oip.CONTENT_TYPE), name
+    header = document["components"]["schemas"]["binaryUserProperties"]["properties"]
+    assert oip_binary.HEADER_LENGTH_PROPERTY in header
 
 
 def test_payloads_the_code_produces_validate(document: dict[str, Any]) -> None:
