@@ -57,7 +57,8 @@ class _Series:
         self.latencies: deque[float] = deque(maxlen=latency_samples)
         self.stamps = [-1] * RATE_SLOTS  # which second each slot counts
         self.counts = [0] * RATE_SLOTS
-        self.forecasts: deque[tuple[float, float, int]] = deque(maxlen=forecast_points)  # (at, value, version)
+        # (at on the monotonic clock, value, version)
+        self.forecasts: deque[tuple[float, float, int]] = deque(maxlen=forecast_points)
         self.actuals: deque[tuple[float, float]] = deque(maxlen=forecast_points)
         self.version: int | None = None  # the version of the last answer with a forecast
 
@@ -95,32 +96,31 @@ class ConsoleStats:
     # -- the serving thread's side (keep it O(1) and cheap) -------------------------------
     def record(self, tenant: str, model: str, outcome: Outcome, received_at: float) -> None:
         """One answer: `tenant`/`model` are configured names or a fixed placeholder (never a
-        client-chosen string), `received_at` the request's arrival on the monotonic clock."""
+        client-chosen string), `received_at` the request's arrival on the monotonic clock.
+
+        Per answer on the serving thread: one clock read (forecasts are stamped on the
+        monotonic clock and shown in wall time at snapshot, like the rates), no numpy scalar."""
         now = self._clock()
-        if isinstance(outcome, Prediction):
-            code = "ok"
-            forecasts = outcome.forecasts
-            value = float(forecasts[0, 0]) if forecasts.size else None
-            version: int | None = outcome.model_version
-        else:
-            code = outcome.code
-            value = version = None
         second = int(now)
         slot = second % RATE_SLOTS
         with self._lock:
             series = self._series.get((tenant, model))
             if series is None:
                 series = self._series[(tenant, model)] = _Series(self._latency_samples, self._forecast_points)
-            series.codes[code] = series.codes.get(code, 0) + 1
             series.latencies.append(now - received_at)
             if series.stamps[slot] != second:
                 series.stamps[slot] = second
                 series.counts[slot] = 0
             series.counts[slot] += 1
-            if version is not None:
-                series.version = version
-                if value is not None:
-                    series.forecasts.append((self._wall(), value, version))
+            codes = series.codes
+            if isinstance(outcome, Prediction):
+                codes["ok"] = codes.get("ok", 0) + 1
+                series.version = outcome.model_version
+                forecasts = outcome.forecasts
+                if forecasts.size:
+                    series.forecasts.append((now, forecasts.item(0), outcome.model_version))
+            else:
+                codes[outcome.code] = codes.get(outcome.code, 0) + 1
 
     def record_actual(self, tenant: str, model: str, at: float, value: float) -> None:
         """The observed value a forecast of (tenant, model) predicted, at wall time `at`: for the
@@ -179,7 +179,7 @@ class ConsoleStats:
                 "shadow": None,  # filled by the quality work (issue 14): versions scored without answering
                 "canary": None,
                 "skill": None,  # model MAE / persistence MAE once forecasts are resolved
-                "forecasts": [[at, value, served_by] for at, value, served_by in forecasts],
+                "forecasts": [[at + offset, value, served_by] for at, value, served_by in forecasts],
                 "actuals": [[at, value] for at, value in actuals],
             }
         return {
