@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from contract import topics
 from server_app.mqtt import InboundMessage
 
+KEY_CACHE_SIZE = 1024  # topics whose fairness key is remembered (cleared when full: topics are client-chosen)
+KEY_CACHE_TOPIC_MAX = 256  # characters: longer topics are parsed every time (bounded memory)
 RECENT_BATCHES = 16  # the service time per byte is measured over these
 MIN_BATCHES = 3  # batches measured before the expected wait counts
 OUTLIER_FACTOR = 4.0  # batches slower per byte than this x the median are left out (cold starts, GC, imports)
@@ -54,6 +56,7 @@ class FairInbox:
         self.max_bytes = max_bytes
         self.latency_budget_s = latency_budget_s
         self._key = key
+        self._keys: dict[str, str] = {}  # topic -> key: one dict lookup per message, not a parse
         self._queues: OrderedDict[str, _TenantQueue] = OrderedDict()  # round-robin order
         self._count = 0
         self._bytes = 0
@@ -79,14 +82,22 @@ class FairInbox:
 
     def offer(self, message: InboundMessage) -> list[InboundMessage]:
         """Queue a message; return what must be shed to stay within bounds (maybe itself)."""
-        key = self._key(message.topic)
+        topic = message.topic
+        key = self._keys.get(topic)
+        if key is None:
+            key = self._key(topic)
+            if len(topic) <= KEY_CACHE_TOPIC_MAX:
+                if len(self._keys) >= KEY_CACHE_SIZE:
+                    self._keys.clear()
+                self._keys[topic] = key
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _TenantQueue(deque())
+        size = len(message.payload)
         queue.messages.append(message)
-        queue.size += len(message.payload)
+        queue.size += size
         self._count += 1
-        self._bytes += len(message.payload)
+        self._bytes += size
         shed: list[InboundMessage] = []
         while self._count > 1 and self._over_limits():
             shed.append(self._shed_heaviest())
@@ -96,7 +107,7 @@ class FairInbox:
         return (
             self._count > self.max_messages
             or self._bytes > self.max_bytes
-            or self.expected_wait_s > self.latency_budget_s
+            or self._bytes * self._seconds_per_byte > self.latency_budget_s  # expected_wait_s, inlined
         )
 
     def _shed_heaviest(self) -> InboundMessage:
@@ -115,6 +126,8 @@ class FairInbox:
 
     def take(self, max_messages: int, max_bytes: int) -> list[InboundMessage]:
         """Up to `max_messages` / `max_bytes` (at least one message), round-robin over tenants."""
+        if len(self._queues) == 1:
+            return self._take_only_tenant(max_messages, max_bytes)
         batch: list[InboundMessage] = []
         taken_bytes = 0
         while self._queues and len(batch) < max_messages:
@@ -128,6 +141,26 @@ class FairInbox:
                 self._queues.move_to_end(key)  # this tenant's next message waits for the others
             batch.append(message)
             taken_bytes += len(message.payload)
+        return batch
+
+    def _take_only_tenant(self, max_messages: int, max_bytes: int) -> list[InboundMessage]:
+        """`take` when one tenant has messages queued: round-robin is FIFO, so its queue's head
+        in one sweep (the common case of a single busy tenant, per message on the serving path)."""
+        key, queue = next(iter(self._queues.items()))
+        messages = queue.messages
+        batch: list[InboundMessage] = []
+        taken_bytes = 0
+        while messages and len(batch) < max_messages:
+            size = len(messages[0].payload)
+            if batch and taken_bytes + size > max_bytes:
+                break
+            batch.append(messages.popleft())
+            taken_bytes += size
+        queue.size -= taken_bytes
+        self._count -= len(batch)
+        self._bytes -= taken_bytes
+        if not messages:
+            del self._queues[key]
         return batch
 
     def expired(self, batch: list[InboundMessage], now: float) -> tuple[list[InboundMessage], list[InboundMessage]]:

@@ -85,8 +85,9 @@ class AnsweredRequests:
                 break
             answered.popitem(last=False)
         key = hash((topic, request_id))
+        if key in answered:  # answered again (rare): it moves to the end, as the newest
+            del answered[key]
         answered[key] = now
-        answered.move_to_end(key)
 
     def answered(self, topic: str, request_id: str) -> bool:
         at = self._answered.get(hash((topic, request_id)))

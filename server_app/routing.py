@@ -10,10 +10,13 @@ from server_app.config import ServingPolicy
 from server_app.mqtt import InboundMessage
 from server_app.state import ServingState
 
+REPLY_CACHE_SIZE = 1024  # (topic, response topic) pairs whose Reply is remembered; cleared when full
+CACHED_TOPICS_MAX = 256  # characters of both topics together: longer pairs are not remembered (bounded memory)
 
-@dataclass(slots=True)
+
+@dataclass(frozen=True, slots=True)
 class Reply:
-    """Where the answer to one inbound message goes, and in which format."""
+    """Where the answer to one inbound message goes, and in which format (immutable: shared)."""
 
     tenant: str
     model: str | None
@@ -21,8 +24,15 @@ class Reply:
     codec: Codec
 
 
+# Per message on the serving path: the parse and the response topic's checks once per pair of topics.
+_replies: dict[tuple[str, str | None], Reply] = {}
+
+
 def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
     """Tenant, model and answer topic of a message, from its topic alone (never the payload)."""
+    cached = _replies.get((message.topic, message.response_topic))
+    if cached is not None:
+        return cached
     parsed = topics.parse_request_topic(message.topic)
     if parsed is not None:
         wanted = message.response_topic
@@ -31,7 +41,13 @@ def resolve_reply(state: ServingState, message: InboundMessage) -> Reply | None:
             topic = wanted
         else:
             topic = topics.response_topic(parsed.tenant, parsed.model)
-        return Reply(parsed.tenant, parsed.model, topic, OIP)
+        # Only the OIP request topics: a function of the two topics alone (the rest depends on the config).
+        reply = Reply(parsed.tenant, parsed.model, topic, OIP)
+        if len(message.topic) + len(wanted or "") <= CACHED_TOPICS_MAX:
+            if len(_replies) >= REPLY_CACHE_SIZE:
+                _replies.clear()
+            _replies[(message.topic, wanted)] = reply
+        return reply
     for name, tenant in state.policy.tenants.items():
         if tenant.format == "tutorial" and tenant.in_queue == message.topic and tenant.out_queue is not None:
             return Reply(name, tenant.models[0], tenant.out_queue, TUTORIAL)
