@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.plan import Plan
+from benchmarks.plan import ENCODINGS, Plan
 from benchmarks.run import DEFAULT_MODELS, DEFAULT_OUT, run_benchmark
 
 __all__ = ["main", "parse_override"]
@@ -27,15 +27,28 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
+def _choose(text: str, allowed: tuple[str, ...], option: str, parser: argparse.ArgumentParser) -> list[str]:
+    chosen = [name for name in text.split(",") if name]
+    unknown = [name for name in chosen if name not in allowed]
+    if unknown or not chosen:
+        parser.error(f"{option}: choose from {','.join(allowed)}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="~30 s: QoS 1 only, 1 s steps, fewer rates")
+    parser.add_argument("--quick", action="store_true", help="~80 s: QoS 1 only, 1 s steps, fewer rates")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON, report.md and PNG go")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="model repository with lstm/1 and ann/1")
     parser.add_argument("--qos", type=int, action="append", choices=(0, 1), help="only these QoS levels")
     parser.add_argument("--step-s", type=float, help="seconds per step")
     parser.add_argument("--targets", help="comma-separated subset of echo,worker (default both)")
     parser.add_argument("--payloads", help="comma-separated subset of single,batched (default both)")
+    parser.add_argument(
+        "--model-names", help="comma-separated models the requests address, of lstm,ann (default: the plan's)"
+    )
+    parser.add_argument("--encodings", help="comma-separated payload encodings, of json,binary (default: the plan's)")
+    parser.add_argument("--no-model-cost", action="store_true", help="skip the model cost steps (and the bound)")
     parser.add_argument("--keep-workdir", type=Path, help="keep logs and configs in this folder")
     parser.add_argument(
         "--set", dest="overrides", type=parse_override, action="append", metavar="KEY=VALUE",
@@ -51,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         plan.targets = [t for t in ("echo", "worker") if t in args.targets.split(",")]
     if args.overrides:
         plan.worker_overrides = dict(args.overrides)
+    if args.model_names:
+        plan.models = _choose(args.model_names, ("lstm", "ann"), "--model-names", parser)
+    if args.encodings:
+        plan.encodings = _choose(args.encodings, ENCODINGS, "--encodings", parser)
+    if args.no_model_cost:
+        plan.model_cost = False
     if args.payloads:
         plan.payloads = [p for p in plan.payloads if p.name in args.payloads.split(",")]
     report = run_benchmark(plan, args.models.resolve(), args.keep_workdir)

@@ -11,10 +11,16 @@ object per line, answering each with one JSON result line on stdout:
   (0: each at its own time, which costs the generator a wake-up per request);
 - `{"cmd": "step", "mode": "closed", "concurrency": 16, ...}`: closed loop, `concurrency`
   requests outstanding at all times (each answer immediately sends the next one);
+- either step may name `"model"` (the model the requests address; default `--model`) and
+  `"encoding"`: `"json"` (default: OIP JSON, the tensor in `data`) or `"binary"` (the OIP binary
+  tensor extension, :mod:`contract.oip_binary`, in its self-describing MQTT 3.1.1 form: JSON
+  header, NUL, the tensor's little-endian float32 bytes; the request asks for a binary answer);
 - `{"cmd": "settle", "timeout": 30}`: wait until late answers of earlier steps stop
   arriving; `{"cmd": "quit"}`.
 
-Every request carries a unique id; the latency of a request is the time from just before
+Every request carries a unique id, first in its JSON (or JSON header), and so does every
+answer: answers are matched by reading the id at the start of their payload, whatever follows.
+The latency of a request is the time from just before
 its PUBLISH is written to the socket to the arrival of the answer carrying its id.
 A step counts `sent`, `answered` (predictions), `errors` (structured error answers),
 `unanswered` (nothing within `drain` seconds after the last send) and `duplicates`, so
@@ -47,17 +53,52 @@ MAX_DRAIN_S = 120.0
 MAX_CONCURRENCY = 4096
 
 
-def request_bodies(windows: int, window_length: int, features: int, variants: int = 64, seed: int = 7) -> list[bytes]:
-    """The part of each request after its id: OIP inputs with windows in the range of BTS load readings."""
+ENCODINGS = ("json", "binary")
+_ID_PLACEHOLDER = "0"
+
+
+def request_windows(
+    windows: int, window_length: int, features: int, variants: int = 64, seed: int = 7
+) -> list[np.ndarray]:
+    """`variants` arrays [windows, window_length, features] of float32 in the range of BTS load readings."""
     rng = np.random.default_rng(seed + windows)
-    bodies = []
+    arrays = []
     for _ in range(variants):
         level = rng.uniform(8, 22, size=(windows, 1, 1))
         steps = np.cumsum(rng.normal(0, 0.8, size=(windows, window_length, features)), axis=1)
-        values = np.round(np.clip(level + steps, 6, 25), 1).ravel().tolist()
-        tensor = {"name": "window", "shape": [windows, window_length, features], "datatype": "FP32", "data": values}
-        bodies.append(b'","inputs":' + orjson.dumps([tensor]) + b"}")
-    return bodies
+        arrays.append(np.round(np.clip(level + steps, 6, 25), 1).astype(np.float32))
+    return arrays
+
+
+def json_body(array: np.ndarray) -> bytes:
+    """The part of a JSON request after its id: OIP inputs, the tensor in `data`."""
+    values = [round(float(v), 1) for v in array.ravel()]
+    tensor = {"name": "window", "shape": list(array.shape), "datatype": "FP32", "data": values}
+    return b'","inputs":' + orjson.dumps([tensor]) + b"}"
+
+
+def binary_body(array: np.ndarray) -> bytes:
+    """The part of a binary request after its id: the rest of the JSON header (`binary_data_output:
+    true`, inputs with `binary_data_size`), NUL, the tensor's float32 bytes (contract.oip.encode_binary_request,
+    the NUL-separated form: the generator speaks MQTT 3.1.1, which has no user properties)."""
+    from contract.oip import encode_binary_request
+    from contract.oip_binary import BinaryForm
+
+    payload, _header_length = encode_binary_request(_ID_PLACEHOLDER, array, form=BinaryForm.SEPARATOR)
+    lead = b'{"id":"' + _ID_PLACEHOLDER.encode()
+    if not payload.startswith(lead):
+        raise ValueError("contract.oip.encode_binary_request does not put the id first in the header")
+    return payload[len(lead) :]
+
+
+def request_bodies(
+    windows: int, window_length: int, features: int, variants: int = 64, seed: int = 7, encoding: str = "json"
+) -> list[bytes]:
+    """The part of each request after its id, in `encoding` (ENCODINGS)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+    body = json_body if encoding == "json" else binary_body
+    return [body(array) for array in request_windows(windows, window_length, features, variants, seed)]
 
 
 SERIES_PARAMETERS = b'","parameters":{"series":"bench","step_s":1,"time":'
@@ -68,6 +109,8 @@ class StepState:
     mode: str
     windows: int
     base: int
+    topic_field: bytes
+    bodies: list[bytes]
     concurrency: int = 0
     send_ts: list[float] = field(default_factory=list)
     answers: dict[int, tuple[float, float, bool]] = field(default_factory=dict)  # idx -> (latency, at, ok)
@@ -88,8 +131,7 @@ class LoadGenerator:
         self.window_length, self.features = window_length, features
         self.prefix = f"lg{os.getpid():x}{int(time.time() * 1000) % 100000:x}-".encode()
         self._id_start = b'{"id":"' + self.prefix
-        self._topic_field = mqtt_string(f"tenants/{tenant}/models/{model}/requests")
-        self._bodies: dict[int, list[bytes]] = {}
+        self._bodies: dict[tuple[int, str], list[bytes]] = {}
         self._next_seq = 0
         self._step: StepState | None = None
         self.stray = 0  # answers to requests of earlier steps (late) or with unknown ids
@@ -97,15 +139,14 @@ class LoadGenerator:
         self.published_qos1 = 0
         self.last_answer_at = 0.0
         self.client = MiniMqtt(host, port, f"loadgen-{os.getpid()}", self._on_publishes)
-        self.client.connect(
-            [f"tenants/{tenant}/models/{model}/responses", f"tenants/{tenant}/errors"], qos
-        )
+        self.client.connect([f"tenants/{tenant}/models/+/responses", f"tenants/{tenant}/errors"], qos)
 
     # -- sending --------------------------------------------------------------------------
-    def _bodies_for(self, windows: int) -> list[bytes]:
-        bodies = self._bodies.get(windows)
+    def _bodies_for(self, windows: int, encoding: str = "json") -> list[bytes]:
+        bodies = self._bodies.get((windows, encoding))
         if bodies is None:
-            bodies = self._bodies[windows] = request_bodies(windows, self.window_length, self.features)
+            bodies = request_bodies(windows, self.window_length, self.features, encoding=encoding)
+            self._bodies[(windows, encoding)] = bodies
         return bodies
 
     def _send(self, step: StepState, count: int, refill: bool = False) -> None:
@@ -116,9 +157,9 @@ class LoadGenerator:
         if count <= 0:
             return
         client = self.client
-        bodies = self._bodies_for(step.windows)
+        bodies = step.bodies
         qos = self.qos
-        topic_field = self._topic_field
+        topic_field = step.topic_field
         id_start = self._id_start
         with client.send_lock:
             if refill and not step.refill:
@@ -188,12 +229,20 @@ class LoadGenerator:
     def run_step(self, command: dict[str, Any]) -> dict[str, Any]:
         mode = str(command.get("mode", "open"))
         windows = int(command.get("windows", 1))
+        model = str(command.get("model", self.model))
+        encoding = str(command.get("encoding", "json"))
+        series = bool(command.get("series", False))
+        if series and encoding != "json":
+            raise ValueError("series/time parameters are spliced into JSON requests only")
         duration = min(float(command.get("duration", 3.0)), MAX_STEP_S)
         drain = min(float(command.get("drain", 5.0)), MAX_DRAIN_S)
         if mode not in ("open", "closed") or duration <= 0 or windows <= 0:
             raise ValueError(f"bad step {command}")
-        self._bodies_for(windows)
-        step = StepState(mode=mode, windows=windows, base=self._next_seq, series=bool(command.get("series", False)))
+        step = StepState(
+            mode=mode, windows=windows, base=self._next_seq, series=series,
+            topic_field=mqtt_string(f"tenants/{self.tenant}/models/{model}/requests"),
+            bodies=self._bodies_for(windows, encoding),
+        )
         pubacks_before, published_before = self.client.pubacks, self.published_qos1
         stray_before = self.stray
         lag_max = 0.0
@@ -247,7 +296,7 @@ class LoadGenerator:
         return self._summarize(
             step, command, offered, start, send_end, finished_at, duration, lag_max, late_sends,
             published_before, pubacks_before, stray_before,
-        )
+        ) | {"model": model, "encoding": encoding}
 
     def _summarize(
         self,

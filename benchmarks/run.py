@@ -13,7 +13,15 @@ the same load from the same generator (benchmarks/loadgen.py, its own process):
   then the gap between the last sustained and the first failed rate bisected; then one
   step at half the maximum sustainable rate;
 - closed loop: a few concurrency levels (requests outstanding at all times);
-- single-window messages and batched messages (64 windows each).
+- single-window messages and batched messages (64 windows each), addressed to each of the
+  plan's models (the worker sweeps `lstm` and `ann`; the echo answers every model alike, so it
+  is swept once), in each of the plan's encodings (OIP JSON, OIP binary tensors);
+- one open-loop step at each fixed rate (1,000/s) a sweep did not run.
+
+Before and after the blocks, each model's compute per message (normalise + invoke +
+denormalise, 1 and 64 windows: benchmarks/model_cost.py) is measured in a short subprocess;
+the report states the worker's max rate against the bound `1 / (1 / echo's max rate + model
+cost per message)` as well as against the echo alone.
 
 Also measured: the worker's time from process start to /readyz answering 200, its RSS with
 two models loaded (idle after start and the peak under load), and per step the CPU used by
@@ -44,6 +52,7 @@ from typing import Any
 import psutil
 
 from benchmarks.cpu_meter import CpuMeter
+from benchmarks.model_cost import merge_runs
 from benchmarks.plan import PayloadPlan, Plan
 from benchmarks.processes import (
     MODEL,
@@ -64,6 +73,7 @@ __all__ = [
     "PayloadPlan",
     "Plan",
     "git_commit",
+    "measure_model_cost",
     "measure_startups",
     "model_shape",
     "run_benchmark",
@@ -105,6 +115,8 @@ def _meta(plan: Plan, models: Path, broker_version: str) -> dict[str, Any]:
         "models": str(models),
         "tenant": TENANT,
         "model": MODEL,
+        "models_addressed": plan.models,
+        "encodings": plan.encodings,
         "plan": asdict(plan),
     }
 
@@ -153,14 +165,19 @@ def run_benchmark(plan: Plan, models: Path, workdir: Path | None = None) -> dict
             print("worker start-up (process start to /readyz 200, two models):", flush=True)
             runs = measure_startups(broker.port, models, work, plan.startup_runs, plan.worker_overrides)
             report["startup"] = {"runs": runs}
+        cost_runs = [measure_model_cost(plan, models, work, "before")] if plan.model_cost else []
         for qos in plan.qos_levels:
             for target in plan.targets:
                 print(f"{target}, QoS {qos}:", flush=True)
                 blocks.append(_run_block(target, qos, plan, broker.port, broker_pid, models, work,
                                          window_length, features))
+        if plan.model_cost:
+            cost_runs.append(measure_model_cost(plan, models, work, "after"))
     finally:
         broker.stop()
     report["blocks"] = blocks
+    if plan.model_cost:
+        report["model_cost"] = {"runs": cost_runs, "p50_us": merge_runs(cost_runs)}
     report["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
     report["meta"]["load_average_at_end"] = list(os.getloadavg())
     if "startup" in report or any(b["target"] == "worker" for b in blocks):
@@ -178,6 +195,34 @@ def run_benchmark(plan: Plan, models: Path, workdir: Path | None = None) -> dict
     if own_tmp:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def measure_model_cost(plan: Plan, models: Path, work: Path, when: str) -> dict[str, Any]:
+    """`python -m benchmarks.model_cost --json` in its own process, after waiting (bounded) for a quiet machine."""
+    names = sorted({*plan.models, "lstm", "ann"}, key=lambda n: (n != "lstm", n != "ann", n))
+    windows = sorted({p.windows for p in plan.payloads})
+    meter = CpuMeter({})
+    started = time.perf_counter()
+    others = meter.others_now(0.3)
+    while others > plan.quiet_cores and time.perf_counter() - started < plan.quiet_wait_s:
+        others = meter.others_now(0.5)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.model_cost", "--json", "--models", str(models),
+         "--names", ",".join(names), "--windows", ",".join(map(str, windows)),
+         "--rounds", str(plan.model_cost_rounds)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    (work / f"model-cost-{when}.log").write_text(out.stderr)
+    if out.returncode != 0:
+        raise BenchmarkError(f"model_cost failed ({out.returncode}): {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["when"] = when
+    result["others_before"] = round(others, 2)
+    figures = ", ".join(
+        f"{name} {n} {f['p50_us']:.0f}" for name, sizes in result["models"].items() for n, f in sizes.items()
+    )
+    print(f"model cost per message ({when} the blocks), p50 µs: {figures}", flush=True)
+    return result
 
 
 def _run_block(
@@ -202,7 +247,7 @@ def _run_block(
         loadgen = start_loadgen(broker_port, qos, work, window_length, features)
         meter = CpuMeter({"target": target_pid, "broker": broker_pid, "loadgen": loadgen.pid})
         session = Session(loadgen, meter, plan, target_pid)
-        block["payloads"] = [session.sweep(payload) for payload in plan.payloads]
+        block["payloads"] = [session.sweep(variant) for variant in plan.variants(target, qos)]
         block["rss_peak_mb"] = round(max(session.rss_peak_mb, block["rss_ready_mb"]), 1)
     finally:
         if loadgen is not None:

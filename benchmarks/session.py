@@ -1,6 +1,7 @@
 """A session: the steps of a benchmark block run through one load generator against one target
 (echo or worker), with CPU accounting, waits for a quiet machine, retries of disturbed steps, and
-the sweep of one payload (rates stepped up, the gap bisected, half rate, closed loop)."""
+the sweep of one payload to one model in one encoding (rates stepped up, the gap bisected, half
+rate, the plan's fixed rates not run yet, closed loop)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import psutil
 
 from benchmarks.cpu_meter import CpuMeter
-from benchmarks.plan import PayloadPlan, Plan, generator_kept_up, missed_on_latency_only, sustained
+from benchmarks.plan import PayloadPlan, Plan, Variant, generator_kept_up, missed_on_latency_only, sustained
 from benchmarks.processes import LineProcess
 
 __all__ = ["Session"]
@@ -25,11 +26,13 @@ class Session:
         self._rss_proc = psutil.Process(rss_pid)
         self.rss_peak_mb = 0.0
 
-    def step(self, phase: str, payload: PayloadPlan, **offered: float) -> dict[str, Any]:
+    def step(self, phase: str, variant: Variant, **offered: float) -> dict[str, Any]:
         command = {
             "cmd": "step",
             "mode": "open" if "rate" in offered else "closed",
-            "windows": payload.windows,
+            "windows": variant.payload.windows,
+            "model": variant.model,
+            "encoding": variant.encoding,
             "duration": self.plan.step_s,
             "drain": self.plan.drain_s,
             "tick_ms": self.plan.tick_ms,
@@ -65,10 +68,10 @@ class Session:
             others = self.meter.others_now(0.5)
         return time.perf_counter() - started, others
 
-    def open_step(self, phase: str, payload: PayloadPlan, rate: float, steps: list[dict[str, Any]]) -> bool:
+    def open_step(self, phase: str, variant: Variant, rate: float, steps: list[dict[str, Any]]) -> bool:
         """One open-loop step; True if sustained. A failed step runs again when it was disturbed by other
         processes (at most `disturbed_retries` times) or missed on latency alone (once); the last run counts."""
-        step = self.step(phase, payload, rate=rate)
+        step = self.step(phase, variant, rate=rate)
         steps.append(step)
         latency_retried = False
         disturbed_retries = 0
@@ -81,30 +84,33 @@ class Session:
                 break
             step["superseded"] = True
             attempt = step.get("attempt", 1) + 1
-            step = self.step(phase, payload, rate=rate)
+            step = self.step(phase, variant, rate=rate)
             step["attempt"] = attempt
             steps.append(step)
         return bool(step["sustained"])
 
-    def closed_step(self, payload: PayloadPlan, concurrency: int, steps: list[dict[str, Any]]) -> None:
-        step = self.step("closed", payload, concurrency=concurrency)
+    def closed_step(self, variant: Variant, concurrency: int, steps: list[dict[str, Any]]) -> None:
+        step = self.step("closed", variant, concurrency=concurrency)
         steps.append(step)
         for _ in range(self.plan.disturbed_retries):
             if not step["disturbed"]:
                 break
             step["superseded"] = True
             attempt = step.get("attempt", 1) + 1
-            step = self.step("closed", payload, concurrency=concurrency)
+            step = self.step("closed", variant, concurrency=concurrency)
             step["attempt"] = attempt
             steps.append(step)
 
-    def sweep(self, payload: PayloadPlan) -> dict[str, Any]:
+    def sweep(self, variant: Variant | PayloadPlan) -> dict[str, Any]:
+        if isinstance(variant, PayloadPlan):  # as before: the first model, JSON
+            variant = Variant(variant, self.plan.models[0], self.plan.encodings[0])
+        payload = variant.payload
         steps: list[dict[str, Any]] = []
         best: float = 0.0
         failed: float | None = None
         generator_limited = False
         for rate in payload.rates:
-            ok = self.open_step("sweep", payload, rate, steps)
+            ok = self.open_step("sweep", variant, rate, steps)
             if not steps[-1]["generator_kept_up"]:
                 generator_limited = True
             if ok:
@@ -118,20 +124,25 @@ class Session:
                 middle = round((low + high) / 2 / 50) * 50
                 if middle <= low or middle >= high:
                     break
-                if self.open_step("refine", payload, middle, steps):
+                if self.open_step("refine", variant, middle, steps):
                     low = best = middle
                 else:
                     high = middle
         half: dict[str, Any] | None = None
         if self.plan.half_rate_step and best > 0:
-            self.open_step("half", payload, round(best / 2), steps)
+            self.open_step("half", variant, round(best / 2), steps)
             half = steps[-1]
+        for rate in self.plan.fixed_rates:  # e.g. p99 at 1,000/s, also where the sweep stopped below it
+            if not any(s["mode"] == "open" and s["rate"] == rate and not s.get("superseded") for s in steps):
+                self.open_step("fixed", variant, rate, steps)
         for concurrency in payload.concurrencies:
-            self.closed_step(payload, concurrency, steps)
+            self.closed_step(variant, concurrency, steps)
         peak = max((s["throughput"] for s in steps if not s.get("superseded")), default=0.0)
         return {
             "name": payload.name,
             "windows": payload.windows,
+            "model": variant.model,
+            "encoding": variant.encoding,
             "steps": steps,
             "max_sustainable_rate": best,
             "saturated": failed is not None,
