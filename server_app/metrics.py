@@ -241,15 +241,15 @@ class Metrics:
         self.queue_capacity_bytes = Gauge(
             "inference_queue_capacity_bytes", "Payload bytes the inbox holds at most (worker.queue_bytes)", registry=r
         )
-        self.loop_busy = Counter(
-            "inference_loop_busy_seconds",
-            "Time the serving loop worked (not waiting on an empty inbox); rate() is the busy fraction",
-            registry=r,
+        self.loop_busy = _PerAnswer(  # per turn of the serving loop: as cheap as the per-answer families
+            "counter", "inference_loop_busy_seconds",
+            "Time the serving loop worked (not waiting on an empty inbox); rate() is the busy fraction", (), r,
         )
-        self.loop_time = Counter(
-            "inference_loop_seconds", "Wall time of the serving loop's turns (the denominator of saturation)",
-            registry=r,
+        self.loop_time = _PerAnswer(
+            "counter", "inference_loop_seconds",
+            "Wall time of the serving loop's turns (the denominator of saturation)", (), r,
         )
+        self._loop_busy, self._loop_time = self.loop_busy.labels(), self.loop_time.labels()
         self.saturation = Gauge(
             "inference_loop_saturation_ratio",
             f"Busy fraction of the serving loop over the last completed {SATURATION_WINDOW_S:g} s window (0..1)",
@@ -299,6 +299,8 @@ class Metrics:
         self._loaded_children = _Children(self.model_loaded)
         self._loaded: set[tuple[str, int]] = set()
         self._failed: set[tuple[str, int]] = set()
+        self._queue_gauges = (self.queue_depth, self.queue_bytes, self.queue_capacity, self.queue_capacity_bytes)
+        self._queue_values: tuple[int, ...] = (-1, -1, -1, -1)  # last set (none yet: every gauge is set once)
         self._window_start = clock()
         self._window_busy = 0.0
 
@@ -358,16 +360,21 @@ class Metrics:
         self.batch_windows.observe(windows)
 
     def observe_queue(self, messages: int, payload_bytes: int, capacity: int, capacity_bytes: int) -> None:
-        self.queue_depth.set(messages)
-        self.queue_bytes.set(payload_bytes)
-        self.queue_capacity.set(capacity)
-        self.queue_capacity_bytes.set(capacity_bytes)
+        """Once per turn of the serving loop: a gauge is set only when its value changed."""
+        values = (messages, payload_bytes, capacity, capacity_bytes)
+        if values == self._queue_values:
+            return
+        last = self._queue_values
+        self._queue_values = values
+        for gauge, value, before in zip(self._queue_gauges, values, last, strict=True):
+            if value != before:
+                gauge.set(value)
 
     def loop_turn(self, busy_s: float, total_s: float) -> None:
         """One turn of the serving loop: `total_s` wall time, of which `busy_s` working."""
         busy_s = min(max(busy_s, 0.0), total_s)
-        self.loop_busy.inc(busy_s)
-        self.loop_time.inc(total_s)
+        self._loop_busy.value += busy_s
+        self._loop_time.value += total_s
         self._window_busy += busy_s
         now = self._clock()
         elapsed = now - self._window_start
