@@ -161,7 +161,8 @@ def _progress(step: dict[str, Any]) -> None:
     p99 = f"{lat['p99']:.2f}" if lat["p99"] is not None else "-"
     flag = "" if step["mode"] == "closed" else (" ok" if step["sustained"] else " NOT SUSTAINED")
     print(
-        f"    {step['phase']:<6} {offered} w={step['windows']:<2} sent {step['sent']:>6} ans {step['answered']:>6} "
+        f"    {step['phase']:<6} {offered} w={step['windows']:<2} {step.get('model')}/{step.get('encoding')} "
+        f"sent {step['sent']:>6} ans {step['answered']:>6} "
         f"err {step['errors']} lost {step['unanswered']} thr {step['throughput']:>8.0f}/s p50 {p50} p99 {p99} ms"
         f" cpu {step.get('cpu_cores')}{flag}",
         flush=True,
