@@ -1,9 +1,11 @@
 """The LSTM and ANN forecasters and their training loop.
 
 Both take ``[batch, window, 1]`` normalised readings and return ``[batch, 1]``: the next
-reading, normalised. The LSTM layers are unrolled (``unroll=True``): Keras 3 LSTMs with a
-dynamic batch dimension only convert to TFLite builtin ops when unrolled, and for short
-windows unrolling costs nothing.
+reading, normalised. The LSTM layers are unrolled (``unroll=True``): for short windows
+that trains faster than Keras's loop and keeps the weights of earlier versions
+reproducible. (Keras 3 LSTMs with a dynamic batch dimension also only convert to TFLite
+builtin ops when unrolled; the export no longer converts this graph, though:
+:mod:`ml_training.lstm_export` writes a leaner graph from the trained weights.)
 
 Importing this module imports TensorFlow/Keras (slow); :mod:`ml_training.cli` imports it
 only after the data has been validated.
