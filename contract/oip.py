@@ -40,6 +40,9 @@ INTEGER_RANGES: dict[str, tuple[int, int]] = {
     "UINT64": (0, 2**64 - 1),
 }
 _NUMBER_TYPES = frozenset((int, float))
+# Doubles below this round to a finite float32 (the largest float32 plus half its last step).
+_FLOAT32_LIMIT = float(np.finfo(np.float32).max) + 2.0**103
+_SMALL = 64  # values up to which range checks run in Python
 _INT_TYPES = frozenset((int,))
 # Only the start of a payload is read for the id of one that cannot be parsed (or is too
 # large to parse): `{"id": "..."` as the first member.
@@ -221,6 +224,11 @@ def _windows(
         raise InvalidWindow(f"inputs[0].data must contain only {kind} for datatype {datatype}", request_id)
     if integer_range is not None and data and not integer_range[0] <= min(data) <= max(data) <= integer_range[1]:
         raise InvalidWindow(f"inputs[0].data has values outside the range of {datatype}", request_id)
+    # JSON numbers are finite doubles (orjson refuses 1e400): only float32's range can be exceeded.
+    if len(data) <= _SMALL:  # one window: checked in Python, cheaper than numpy's errstate + isfinite
+        if data and not -_FLOAT32_LIMIT < min(data) <= max(data) < _FLOAT32_LIMIT:
+            raise InvalidWindow("inputs[0].data has values beyond float32", request_id)
+        return np.array(data, dtype=np.float32).reshape(batch, length, features)
     with np.errstate(over="ignore"):  # beyond float32 becomes Inf, refused just below
         array = np.array(data, dtype=np.float32)
     if not np.isfinite(array).all():

@@ -245,3 +245,19 @@ def test_actuals_are_one_object_or_a_list(payload: bytes, count: int) -> None:
     assert [a.time for a in actuals.decode_actuals(many, max_bytes=MAX_BYTES)] == [0.0, 1.0, 2.0]
     with pytest.raises(RequestError, match="series"):
         actuals.decode_actuals(b'{"time": 1, "value": 2}', max_bytes=MAX_BYTES)
+
+
+@pytest.mark.parametrize("windows", [1, 11])  # 6 values are range-checked in Python, 66 by numpy
+def test_float32_range_is_the_same_for_one_window_and_many(windows: int) -> None:
+    largest = float(np.finfo(np.float32).max)
+    just_inside = float(np.nextafter(largest + 2.0**103, 0))  # still rounds to the largest float32
+    for value, finite in ((largest, True), (just_inside, True), (largest + 2.0**103, False), (-3.5e38, False)):
+        data = [1.0] * (windows * 6 - 1) + [value]
+        payload = orjson.dumps({"id": "r", "inputs": [{"name": "w", "shape": [windows, 6, 1], "datatype": "FP64",
+                                                        "data": data}]})
+        if finite:
+            decoded = oip.decode_request(payload, max_bytes=MAX_BYTES, max_windows=64)
+            assert decoded.windows.ravel()[-1] == np.float32(largest) * np.sign(value)
+        else:
+            with pytest.raises(InvalidWindow, match="beyond float32"):
+                oip.decode_request(payload, max_bytes=MAX_BYTES, max_windows=64)
