@@ -47,7 +47,9 @@ class Subject:
 
     label: str
     path: Path
-    ops: int = 0
+    ops: int = 0  # operators in the file
+    partitions: int = 0  # delegate partitions LiteRT made of them (at the largest batch)
+    max_diff: float = 0.0  # largest |output - the first file's output| on the same windows
     slots: dict[int, tuple[Any, int, int, np.ndarray]] = field(default_factory=dict)
     samples: dict[int, list[int]] = field(default_factory=dict)
 
@@ -64,15 +66,17 @@ def load(label: str, path: Path, batches: Sequence[int], seed: int = 0) -> Subje
     rng = np.random.default_rng(seed)
     for batch in batches:
         interpreter = _interpreter(content)
+        subject.ops = len(interpreter._get_ops_details())
         inp = interpreter.get_input_details()[0]
         out = interpreter.get_output_details()[0]
         tail = [int(d) for d in inp["shape_signature"][1:]]
         interpreter.resize_tensor_input(inp["index"], [batch, *tail], strict=False)
         interpreter.allocate_tensors()
+        added = interpreter._get_ops_details()[subject.ops :]
+        subject.partitions = sum(1 for op in added if op["op_name"] == "DELEGATE")
         windows = rng.uniform(-1.0, 1.0, (batch, *tail)).astype(np.float32)
         subject.slots[batch] = (interpreter, int(inp["index"]), int(out["index"]), windows)
         subject.samples[batch] = []
-        subject.ops = len(interpreter._get_ops_details())
     return subject
 
 
@@ -99,9 +103,8 @@ def measure(subjects: Sequence[Subject], batches: Sequence[int], rounds: int, pe
             subject.samples[batch].extend(_sample(slot) for _ in range(per_round))
 
 
-def check_same_forecasts(subjects: Sequence[Subject], batches: Sequence[int]) -> float:
-    """Largest |difference| of any file's outputs from the first file's, same windows."""
-    worst = 0.0
+def check_same_forecasts(subjects: Sequence[Subject], batches: Sequence[int]) -> None:
+    """Each file's largest |difference| from the first file's outputs on the same windows."""
     for batch in batches:
         reference = None
         for subject in subjects:
@@ -112,8 +115,7 @@ def check_same_forecasts(subjects: Sequence[Subject], batches: Sequence[int]) ->
             if reference is None:
                 reference = got
             else:
-                worst = max(worst, float(np.max(np.abs(got - reference))))
-    return worst
+                subject.max_diff = max(subject.max_diff, float(np.max(np.abs(got - reference))))
 
 
 def per_window_us(samples: Sequence[int], batch: int) -> list[float]:
@@ -123,15 +125,19 @@ def per_window_us(samples: Sequence[int], batch: int) -> list[float]:
 
 def table(subjects: Sequence[Subject], batches: Sequence[int]) -> str:
     lines = [
-        "| file | ops | batch | p50 µs/window | p90 µs/window | p99 µs/window | p50 vs first |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| file | ops | XNNPACK partitions | max abs diff | batch | p50 µs/window | p90 µs/window "
+        "| p99 µs/window | p50 vs first |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for batch in batches:
         base = per_window_us(subjects[0].samples[batch], batch)[0]
         for subject in subjects:
             p50, p90, p99 = per_window_us(subject.samples[batch], batch)
             ratio = f"{base / p50:.2f}x faster" if subject is not subjects[0] else "1.00"
-            lines.append(f"| {subject.label} | {subject.ops} | {batch} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {ratio} |")
+            lines.append(
+                f"| {subject.label} | {subject.ops} | {subject.partitions} | {subject.max_diff:.2g} | {batch} "
+                f"| {p50:.2f} | {p90:.2f} | {p99:.2f} | {ratio} |"
+            )
     return "\n".join(lines)
 
 
@@ -180,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lstm_invoke: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     subjects = [load(label, path, args.batches) for label, path in files]
-    worst = check_same_forecasts(subjects, args.batches)
+    check_same_forecasts(subjects, args.batches)
     measure(subjects, args.batches, args.rounds, args.per_round, warm=args.per_round)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     samples = args.rounds * args.per_round
@@ -192,8 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{when}, commit `{_commit()}`, {os.cpu_count()} CPUs, {platform.machine()}, Python "
             f"{platform.python_version()}. Files: {names}. One sample = set_tensor + invoke + get_tensor of "
             f"one batch (normalisation excluded), {samples} samples per file and batch in {args.rounds} "
-            f"alternating rounds; per-window cost = sample / batch. Largest |output difference| from "
-            f"`{subjects[0].label}` on the same windows: {worst:.2g}.",
+            f"alternating rounds; per-window cost = sample / batch. *ops*: operators in the file; *XNNPACK "
+            f"partitions*: delegate nodes LiteRT made of them; *max abs diff*: largest |output - "
+            f"`{subjects[0].label}`'s output| on the same windows (normalised units).",
             "",
             table(subjects, args.batches),
             "",
