@@ -64,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         plan.targets = [t for t in ("echo", "worker") if t in args.targets.split(",")]
     if args.overrides:
         plan.worker_overrides = dict(args.overrides)
-    if args.model_names:
+    if args.model_names:  # explicit: every payload to these models (the plan's per-payload choice dropped)
         plan.models = _choose(args.model_names, ("lstm", "ann"), "--model-names", parser)
-    if args.encodings:
+        for payload in plan.payloads:
+            payload.models = None
+    if args.encodings:  # explicit: every payload in these encodings
         plan.encodings = _choose(args.encodings, ENCODINGS, "--encodings", parser)
+        for payload in plan.payloads:
+            payload.encodings = None
     if args.no_model_cost:
         plan.model_cost = False
     if args.payloads:
