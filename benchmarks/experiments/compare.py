@@ -1,22 +1,28 @@
 """Same sitting: the paho echo, our worker, and the hand-written MQTT 5 worker loop
 (benchmarks/experiments/mqtt5_worker.py), single-window messages at QoS 1.
 
-`python -m benchmarks.experiments.compare [--rounds 2] [--step-s 2] [--targets echo,worker,mqtt5,mqtt5-bare]`
+`python -m benchmarks.experiments.compare [--rounds 2] [--step-s 2] [--targets echo,worker,mqtt5,mqtt5-bare]
+[--worker LABEL=CHECKOUT ...]`
 
 One Mosquitto; per round, each target in turn (alternated, so that the machine's drift hits
 all of them alike) under the benchmark's own load generator: closed loop with 8 and with 64
 requests outstanding (the max rate), then open loop at 1,000 requests/s (the p99). Prints one
-JSON line per step and a table at the end; `--json FILE` keeps the steps. Run it under
+JSON line per step and a table at the end; `--json FILE` keeps the steps. `--worker
+LABEL=CHECKOUT` adds our worker as another checkout of the repository has it (`git worktree add
+CHECKOUT COMMIT`): an A/B of worker versions in the same sitting as the echo. Run it under
 `flock /tmp/bench.lock` like every timing run on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +32,16 @@ from benchmarks.cpu_meter import CpuMeter
 from benchmarks.processes import (
     LOCALHOST,
     SHARED_GROUP,
+    BenchmarkError,
     LineProcess,
     WorkerProcess,
+    free_port,
+    http_status,
     start_echo,
     start_loadgen,
     start_worker,
+    stop_process,
+    worker_config,
 )
 from benchmarks.run import DEFAULT_MODELS, model_shape
 
@@ -51,16 +62,46 @@ def start_mqtt5(port: int, work: Path, models: Path, bare: bool) -> LineProcess:
     return process
 
 
+def start_checkout_worker(
+    port: int, models: Path, work: Path, label: str, checkout: Path
+) -> subprocess.Popen[bytes]:
+    """`python -m server_app` of another checkout (its own code on PYTHONPATH), ready at /readyz."""
+    import yaml
+
+    health_port = free_port()
+    config = worker_config(port, health_port, models, 1, f"bench-{label}-{os.getpid()}", {"log_level": "WARNING"})
+    config_path = work / f"worker-{label}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONUNBUFFERED": "1"}
+    with (work / f"worker-{label}.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server_app", "--config", str(config_path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=checkout, env=env,
+        )
+    deadline = time.monotonic() + 60.0
+    while http_status(health_port, "/readyz", timeout=0.5) != 200:
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process, 10)
+            raise BenchmarkError(f"worker {label} ({checkout}) not ready; see {work / f'worker-{label}.log'}")
+        time.sleep(0.01)
+    return process
+
+
 def run_target(
-    target: str, port: int, broker_pid: int, models: Path, work: Path, step_s: float
+    target: str, port: int, broker_pid: int, models: Path, work: Path, step_s: float,
+    checkouts: dict[str, Path] | None = None,
 ) -> list[dict[str, Any]]:
     window_length, features = model_shape(models)
     worker: WorkerProcess | None = None
+    other: subprocess.Popen[bytes] | None = None
     process: LineProcess | None = None
     loadgen: LineProcess | None = None
     rows: list[dict[str, Any]] = []
     try:
-        if target == "worker":
+        if checkouts and target in checkouts:
+            other = start_checkout_worker(port, models, work, target, checkouts[target])
+            pid = other.pid
+        elif target == "worker":
             worker = start_worker(port, models, 1, work, "compare", overrides={"log_level": "WARNING"})
             pid = worker.pid
         elif target == "echo":
@@ -93,6 +134,8 @@ def run_target(
             process.stop()
         if worker is not None:
             worker.stop()
+        if other is not None:
+            stop_process(other, 20)
     return rows
 
 
@@ -132,11 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS)
     parser.add_argument("--json", type=Path, help="write every step here")
+    parser.add_argument("--worker", action="append", default=[], metavar="LABEL=CHECKOUT",
+                        help="also our worker as CHECKOUT (another checkout of this repository) has it")
     args = parser.parse_args(argv)
+    checkouts = {label: Path(path).resolve() for label, _, path in (w.partition("=") for w in args.worker)}
     from tests.support.mosquitto import MosquittoBroker
 
-    targets = [t for t in args.targets.split(",") if t]
-    unknown = set(targets) - set(TARGETS)
+    targets = [t for t in args.targets.split(",") if t] + [label for label in checkouts if label not in args.targets]
+    unknown = set(targets) - set(TARGETS) - set(checkouts)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; choose from {TARGETS}")
     models = args.models.resolve()
@@ -148,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _ in range(args.rounds):
             for target in targets:
-                rows += run_target(target, broker.port, broker.pid, models, work, args.step_s)
+                rows += run_target(target, broker.port, broker.pid, models, work, args.step_s, checkouts)
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
