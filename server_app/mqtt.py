@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import select
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +63,80 @@ class PackedOnce(Properties):
             packed = bytes(super().pack())
             object.__setattr__(self, "_packed_once", packed)
         return cast(bytes, packed)
+
+
+RECV_BYTES = 1 << 18
+
+
+class _BufferedSocket:
+    """The broker's socket as paho uses it, buffered both ways (paho has no hook for this: it is
+    put in place of paho's own socket once connected).
+
+    Reads: one recv() of up to 256 KiB; paho's small reads (one byte of packet type, one per
+    length byte, then the rest: 3-4 system calls per packet) are served from that buffer.
+    Writes: paho's sends (one per packet: an answer, a PUBACK) are collected and leave in one
+    send() per turn of the serving loop (`flush`, called by MqttTransport before it waits on
+    the socket and after each poll). Everything else goes to the socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._pos = 0
+        self._unsent = bytearray()
+
+    def recv(self, size: int) -> bytes:
+        pos = self._pos
+        if pos >= len(self._buffer):
+            data = self._sock.recv(RECV_BYTES)  # BlockingIOError when empty; b"" when closed
+            if not data:
+                return data
+            self._buffer, pos = data, 0
+        chunk = self._buffer[pos : pos + size]
+        self._pos = pos + len(chunk)
+        return chunk
+
+    def send(self, data: bytes | bytearray) -> int:
+        self._unsent += data
+        return len(data)
+
+    def flush(self) -> None:
+        """Write what paho sent since the last flush, as much as the socket takes without
+        blocking (the rest at the next flush, once select says the socket is writable). A
+        broken connection drops it: paho resends unconfirmed answers after reconnecting and the
+        broker redelivers unacknowledged requests, as after any lost connection."""
+        if not self._unsent:
+            return
+        try:
+            written = self._sock.send(self._unsent)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return
+        except OSError:
+            self._unsent.clear()  # the read side finds the connection lost
+            return
+        del self._unsent[:written]
+
+    @property
+    def unsent(self) -> int:
+        return len(self._unsent)
+
+    def buffered(self) -> int:
+        """Bytes read and not yet taken by paho (plus, over TLS, what the SSL layer holds decrypted)."""
+        held = self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else 0
+        return len(self._buffer) - self._pos + held
+
+    def close(self) -> None:
+        """paho closes the socket right after writing DISCONNECT: what is unsent goes first."""
+        if self._unsent:
+            try:
+                self._sock.settimeout(1.0)
+                self._sock.sendall(self._unsent)
+            except OSError:
+                pass
+            self._unsent.clear()
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
 
 
 @dataclass(slots=True)
@@ -164,12 +241,41 @@ class MqttTransport:
                 time.sleep(min(timeout, max(0.0, self._next_attempt - time.monotonic())))
                 return
         delivered = self._delivered
-        rc = self._client.loop(timeout)
+        rc = self._loop(timeout)
         if rc == paho.MQTT_ERR_SUCCESS and self._delivered != delivered:  # nothing read: nothing to drain
             self._drain_socket()
         if rc != paho.MQTT_ERR_SUCCESS and self._client.socket() is None:
             self._next_attempt = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, self._broker.reconnect_max_delay_s)
+
+    def _loop(self, timeout: float) -> paho.MQTTErrorCode:
+        """paho's loop() through its external-loop calls (loop_read, loop_write, loop_misc): no
+        socket pair (loop() makes one, then writes a byte to it for every packet queued and
+        reads it back: two system calls per packet); reads already buffered need no select;
+        what paho wrote (answers since the last poll, acknowledgements) leaves in one send."""
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return paho.MQTT_ERR_NO_CONN
+        buffered = sock if isinstance(sock, _BufferedSocket) else None
+        if buffered is not None:
+            buffered.flush()
+        readable = buffered is not None and buffered.buffered() > 0
+        if not readable:
+            writing = client.want_write() or (buffered is not None and buffered.unsent > 0)
+            try:
+                ready, _, _ = select.select([sock], [sock] if writing else [], [], timeout)
+            except (OSError, ValueError, TypeError):
+                ready = [sock]  # let loop_read find out what is wrong with the socket
+            readable = bool(ready)
+        rc = client.loop_read() if readable else paho.MQTT_ERR_SUCCESS
+        if rc == paho.MQTT_ERR_SUCCESS and client.want_write():
+            rc = client.loop_write()
+        if rc == paho.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()
+        if buffered is not None:
+            buffered.flush()
+        return rc
 
     def stop_receiving(self) -> None:
         """Unsubscribe, so the broker sends new requests to other replicas while we drain."""
@@ -194,7 +300,7 @@ class MqttTransport:
 
     def close(self) -> None:
         self._client.disconnect()
-        self._client.loop(0.1)
+        self._loop(0.1)
 
     # -- subscriptions -------------------------------------------------------------------
     def set_filters(self, filters: list[str]) -> None:
@@ -292,6 +398,9 @@ class MqttTransport:
             log.error("broker refused the connection: %s", reason_code)
             return
         set_tcp_nodelay(client)
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            client._sock = _BufferedSocket(sock)  # type: ignore[assignment]  # paho has no hook for this
         self.connected.set()
         log.info("connected to %s:%d as %s (session present: %s)", self._broker.host, self._broker.port,
                  self.client_id, flags.session_present)
