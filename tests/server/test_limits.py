@@ -40,12 +40,18 @@ def test_answered_requests_window_and_bound() -> None:
     answered.remember("t/a", "1")
     assert answered.answered("t/a", "1")
     assert not answered.answered("t/b", "1")  # keyed by request topic (tenant and model) too
-    clock.now = 11
-    assert not answered.answered("t/a", "1")  # expired
+    clock.now = 10
+    assert answered.answered("t/a", "1")  # remembered for at least the window
+    clock.now = 20
+    assert not answered.answered("t/a", "1")  # and less than twice the window
     for i in range(10):
         answered.remember("t/a", f"x{i}")
     assert len(answered) <= 3
     assert answered.answered("t/a", "x9") and not answered.answered("t/a", "x0")
+    answered.remember("t/a", "late")
+    clock.now = 100  # idle for long: nothing of before is kept
+    answered.remember("t/a", "new")
+    assert len(answered) == 1 and not answered.answered("t/a", "late")
     off = AnsweredRequests(0, 10)
     off.remember("t/a", "1")
     assert not off.answered("t/a", "1")
