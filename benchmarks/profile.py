@@ -42,6 +42,8 @@ class Scenario:
     concurrency: int = 0  # closed loop when > 0
     rate: float = 0.0  # else open loop at this rate
     qos: int = 1
+    model: str = "lstm"
+    encoding: str = "json"
 
     def load(self, duration: float, drain: float) -> dict[str, Any]:
         offered: dict[str, Any] = (
@@ -49,13 +51,18 @@ class Scenario:
             if self.concurrency
             else {"mode": "open", "rate": self.rate, "tick_ms": 1.0}
         )
-        return {"cmd": "step", "windows": self.windows, "duration": duration, "drain": drain, **offered}
+        return {"cmd": "step", "windows": self.windows, "duration": duration, "drain": drain, "model": self.model,
+                "encoding": self.encoding, **offered}
 
 
 SCENARIOS = [
     Scenario("single-qos1", "single-window messages, QoS 1, saturated: closed loop, 64 outstanding", 1, 64),
     Scenario("single-qos1-2000", "single-window messages, QoS 1, open loop at 2000 requests/s", 1, rate=2000),
     Scenario("batched-qos1", "64-window messages, QoS 1, saturated: closed loop, 8 outstanding", 64, 8),
+    Scenario("batched-ann-qos1", "64-window messages to the ann, QoS 1, saturated: closed loop, 8 outstanding",
+             64, 8, model="ann"),
+    Scenario("batched-ann-binary-qos1", "as batched-ann-qos1, binary tensors both ways", 64, 8, model="ann",
+             encoding="binary"),
 ]
 
 
