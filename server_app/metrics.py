@@ -32,8 +32,7 @@ name them before the first value exists. Add new quality metrics beside them, he
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -45,8 +44,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
+
+from server_app.metric_families import PerAnswer
 
 if TYPE_CHECKING:
     from server_app.state import ServingState
@@ -87,119 +86,33 @@ class _Children:
             self._metric.remove(*values)
 
 
-class _CounterChild:
-    """One labelled counter value, written by the serving thread alone (no lock: one writer; a
-    scrape reads a float, atomically under the GIL)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0.0
-
-    def inc(self, amount: float = 1.0) -> None:
-        self.value += amount
-
-
-class _HistogramChild:
-    """One labelled histogram: a count per bucket (not cumulative) and the sum. One writer."""
-
-    __slots__ = ("_bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
-        self.sum = 0.0
-
-    def observe(self, amount: float) -> None:
-        self.counts[bisect_left(self._bounds, amount)] += 1  # le is inclusive: the first bound >= amount
-        self.sum += amount
-
-
-class _PerAnswer:
-    """A counter or histogram family updated on every answer, exported exactly like
-    prometheus_client's (same names, labels, HELP/TYPE, buckets) by a custom collector.
-
-    Why: prometheus_client's observe() takes a lock per value and walks the buckets in Python
-    (three histograms and two counters per answer were ~4 % of the single-window serving loop);
-    here an observation is a bisect and two additions. Written by the serving thread only; a
-    scrape copies the counts (a consistent copy under the GIL) and may miss an observation in
-    flight, as prometheus_client's may.
-    """
-
-    def __init__(
-        self, kind: str, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry,
-        buckets: Sequence[float] = (),
-    ) -> None:
-        self._kind = kind
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
-        self._bounds = tuple(float(b) for b in buckets)
-        self._les = [floatToGoString(b) for b in self._bounds] + ["+Inf"]
-        self._children: dict[tuple[str, ...], Any] = {}
-        registry.register(self)
-
-    def labels(self, *values: str) -> Any:
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self._labelnames):
-                raise ValueError(f"{self._name}: labels {self._labelnames}, got {values}")
-            child = _HistogramChild(self._bounds) if self._kind == "histogram" else _CounterChild()
-            self._children = {**self._children, values: child}  # copy on write: a scrape iterates a snapshot
-        return child
-
-    def _family(self) -> Metric:
-        if self._kind == "histogram":
-            return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
-
-    def describe(self) -> Iterable[Metric]:
-        return [self._family()]
-
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        for values, child in self._children.items():
-            if isinstance(child, _HistogramChild):
-                counts, total_sum = list(child.counts), child.sum
-                cumulative, running = [], 0
-                for le, count in zip(self._les, counts, strict=True):
-                    running += count
-                    cumulative.append((le, float(running)))
-                assert isinstance(family, HistogramMetricFamily)
-                family.add_metric(list(values), cumulative, total_sum)
-            else:
-                assert isinstance(family, CounterMetricFamily)
-                family.add_metric(list(values), child.value)
-        return [family]
-
-
 class Metrics:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = r = CollectorRegistry()
         self._clock = clock
         # -- answers and requests ------------------------------------------------------------
-        # Per answer: the cheap families of _PerAnswer (exported as prometheus_client's would be).
-        self.answers = _PerAnswer(
+        # Per answer: the cheap families of PerAnswer (exported as prometheus_client's would be).
+        self.answers = PerAnswer(
             "counter", "inference_answers",
             "Answers published, by tenant, model and outcome code (ok or an error code)",
             ["tenant", "model", "code"], r,
         )
-        self.request_duration = _PerAnswer(
+        self.request_duration = PerAnswer(
             "histogram", "inference_request_duration_seconds",
             "Receive to publish inside the worker, every answer (ok and errors)",
             ["tenant", "model"], r, REQUEST_BUCKETS,
         )
-        self.queue_duration = _PerAnswer(
+        self.queue_duration = PerAnswer(
             "histogram", "inference_queue_duration_seconds",
             "Receive to the start of the micro-batch that served the request (waiting in the worker's inbox)",
             ["tenant", "model"], r, REQUEST_BUCKETS,
         )
-        self.compute_duration = _PerAnswer(
+        self.compute_duration = PerAnswer(
             "histogram", "inference_compute_duration_seconds",
             "The batched invoke (normalise, model, denormalise) that produced each forecast answer",
             ["model", "version"], r, COMPUTE_BUCKETS,
         )
-        self.windows = _PerAnswer("counter", "inference_windows", "Windows forecast", ["model", "version"], r)
+        self.windows = PerAnswer("counter", "inference_windows", "Windows forecast", ["model", "version"], r)
         self.shed = Counter(
             "inference_shed",
             "Requests answered `overloaded` by the worker: admission (refused on arrival), expired (waited too long)",
@@ -241,11 +154,11 @@ class Metrics:
         self.queue_capacity_bytes = Gauge(
             "inference_queue_capacity_bytes", "Payload bytes the inbox holds at most (worker.queue_bytes)", registry=r
         )
-        self.loop_busy = _PerAnswer(  # per turn of the serving loop: as cheap as the per-answer families
+        self.loop_busy = PerAnswer(  # per turn of the serving loop: as cheap as the per-answer families
             "counter", "inference_loop_busy_seconds",
             "Time the serving loop worked (not waiting on an empty inbox); rate() is the busy fraction", (), r,
         )
-        self.loop_time = _PerAnswer(
+        self.loop_time = PerAnswer(
             "counter", "inference_loop_seconds",
             "Wall time of the serving loop's turns (the denominator of saturation)", (), r,
         )

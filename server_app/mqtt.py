@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from contract.mqtt_client import connect_properties, make_client, set_tcp_nodela
 from contract.oip import PEEK_BYTES
 from contract.oip_binary import HEADER_LENGTH_PROPERTY
 from server_app.config import BrokerConfig
+from server_app.mqtt_socket import BufferedSocket
 
 log = logging.getLogger(__name__)
 
@@ -63,80 +63,6 @@ class PackedOnce(Properties):
             packed = bytes(super().pack())
             object.__setattr__(self, "_packed_once", packed)
         return cast(bytes, packed)
-
-
-RECV_BYTES = 1 << 18
-
-
-class _BufferedSocket:
-    """The broker's socket as paho uses it, buffered both ways (paho has no hook for this: it is
-    put in place of paho's own socket once connected).
-
-    Reads: one recv() of up to 256 KiB; paho's small reads (one byte of packet type, one per
-    length byte, then the rest: 3-4 system calls per packet) are served from that buffer.
-    Writes: paho's sends (one per packet: an answer, a PUBACK) are collected and leave in one
-    send() per turn of the serving loop (`flush`, called by MqttTransport before it waits on
-    the socket and after each poll). Everything else goes to the socket."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._buffer = b""
-        self._pos = 0
-        self._unsent = bytearray()
-
-    def recv(self, size: int) -> bytes:
-        pos = self._pos
-        if pos >= len(self._buffer):
-            data = self._sock.recv(RECV_BYTES)  # BlockingIOError when empty; b"" when closed
-            if not data:
-                return data
-            self._buffer, pos = data, 0
-        chunk = self._buffer[pos : pos + size]
-        self._pos = pos + len(chunk)
-        return chunk
-
-    def send(self, data: bytes | bytearray) -> int:
-        self._unsent += data
-        return len(data)
-
-    def flush(self) -> None:
-        """Write what paho sent since the last flush, as much as the socket takes without
-        blocking (the rest at the next flush, once select says the socket is writable). A
-        broken connection drops it: paho resends unconfirmed answers after reconnecting and the
-        broker redelivers unacknowledged requests, as after any lost connection."""
-        if not self._unsent:
-            return
-        try:
-            written = self._sock.send(self._unsent)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return
-        except OSError:
-            self._unsent.clear()  # the read side finds the connection lost
-            return
-        del self._unsent[:written]
-
-    @property
-    def unsent(self) -> int:
-        return len(self._unsent)
-
-    def buffered(self) -> int:
-        """Bytes read and not yet taken by paho (plus, over TLS, what the SSL layer holds decrypted)."""
-        held = self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else 0
-        return len(self._buffer) - self._pos + held
-
-    def close(self) -> None:
-        """paho closes the socket right after writing DISCONNECT: what is unsent goes first."""
-        if self._unsent:
-            try:
-                self._sock.settimeout(1.0)
-                self._sock.sendall(self._unsent)
-            except OSError:
-                pass
-            self._unsent.clear()
-        self._sock.close()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._sock, name)
 
 
 @dataclass(slots=True)
@@ -257,7 +183,7 @@ class MqttTransport:
         sock = client.socket()
         if sock is None:
             return paho.MQTT_ERR_NO_CONN
-        buffered = sock if isinstance(sock, _BufferedSocket) else None
+        buffered = sock if isinstance(sock, BufferedSocket) else None
         if buffered is not None:
             buffered.flush()
         readable = buffered is not None and buffered.buffered() > 0
@@ -400,7 +326,7 @@ class MqttTransport:
         set_tcp_nodelay(client)
         sock = client.socket()
         if isinstance(sock, socket.socket):
-            client._sock = _BufferedSocket(sock)  # type: ignore[assignment]  # paho has no hook for this
+            client._sock = BufferedSocket(sock)  # type: ignore[assignment]  # paho has no hook for this
         self.connected.set()
         log.info("connected to %s:%d as %s (session present: %s)", self._broker.host, self._broker.port,
                  self.client_id, flags.session_present)

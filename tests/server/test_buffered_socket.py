@@ -1,4 +1,4 @@
-"""The worker's buffered broker socket (server_app/mqtt.py `_BufferedSocket`), on a real socket
+"""The worker's buffered broker socket (server_app/mqtt_socket.py), on a real socket
 pair: paho's small reads served from one big read, in order; its sends collected and written
 at `flush`, partially when the socket is full, and what is left written before close."""
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import paho.mqtt
 import pytest
 
-from server_app.mqtt import _BufferedSocket
+from server_app.mqtt_socket import BufferedSocket
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 def test_small_reads_come_from_one_buffer_in_order(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, theirs = pair
-    buffered = _BufferedSocket(ours)
+    buffered = BufferedSocket(ours)
     with pytest.raises(BlockingIOError):  # nothing there yet: paho sees what a plain socket says
         buffered.recv(1)
     stream = bytes(range(256)) * 40
@@ -44,7 +44,7 @@ def test_small_reads_come_from_one_buffer_in_order(pair: tuple[socket.socket, so
 
 def test_sends_wait_for_flush_and_survive_a_full_socket(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, theirs = pair
-    buffered = _BufferedSocket(ours)
+    buffered = BufferedSocket(ours)
     packets = [bytes([n % 251]) * 1000 for n in range(3000)]  # 3 MB: more than the socket buffers hold
     for packet in packets:
         assert buffered.send(packet) == len(packet)  # taken whole, as paho expects
@@ -63,7 +63,7 @@ def test_sends_wait_for_flush_and_survive_a_full_socket(pair: tuple[socket.socke
 
 def test_close_writes_what_is_left(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, theirs = pair
-    buffered = _BufferedSocket(ours)
+    buffered = BufferedSocket(ours)
     buffered.send(b"\xe0\x00")  # DISCONNECT, written by paho just before it closes the socket
     buffered.close()
     theirs.settimeout(5)
