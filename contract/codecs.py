@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from contract import oip, tutorial
+from contract import oip, oip_binary, tutorial
 from contract.errors import RequestError
 from contract.oip import DecodedRequest
+from contract.oip_binary import BinaryForm
+
+
+class Encoded(NamedTuple):
+    """An answer's payload and what its MQTT 5 properties say of it."""
+
+    payload: bytes
+    content_type: str
+    header_length: int | None = None  # the user property `Inference-Header-Content-Length`, if any
 
 
 class Codec(Protocol):
@@ -29,7 +38,10 @@ class Codec(Protocol):
         model_version: int,
         forecasts: np.ndarray,
         parameters: dict[str, Any],
-    ) -> bytes: ...
+        binary: BinaryForm | None = None,
+    ) -> Encoded:
+        """`binary`: the request asked for a binary answer (DecodedRequest.binary_answer), framed so."""
+        ...
 
     def encode_error(self, request_id: str | None, error: RequestError) -> bytes: ...
 
@@ -50,8 +62,15 @@ class OipCodec:
         model_version: int,
         forecasts: np.ndarray,
         parameters: dict[str, Any],
-    ) -> bytes:
-        return oip.encode_response(request_id, model_name, model_version, forecasts, parameters)
+        binary: BinaryForm | None = None,
+    ) -> Encoded:
+        if binary is None:
+            return Encoded(oip.encode_response(request_id, model_name, model_version, forecasts, parameters),
+                           self.content_type)
+        payload, length = oip.encode_binary_response(
+            request_id, model_name, model_version, forecasts, parameters, binary
+        )
+        return Encoded(payload, oip_binary.CONTENT_TYPE, length if binary is BinaryForm.HEADER_PROPERTY else None)
 
     def encode_error(self, request_id: str | None, error: RequestError) -> bytes:
         return oip.encode_error(request_id, error)
@@ -73,8 +92,10 @@ class TutorialCodec:
         model_version: int,
         forecasts: np.ndarray,
         parameters: dict[str, Any],
-    ) -> bytes:
-        return tutorial.encode_response(model_name, float(forecasts.flat[0]))
+        binary: BinaryForm | None = None,
+    ) -> Encoded:
+        # a tutorial request never asks for binary (its decoder reads JSON only)
+        return Encoded(tutorial.encode_response(model_name, float(forecasts.flat[0])), self.content_type)
 
     def encode_error(self, request_id: str | None, error: RequestError) -> bytes:
         return tutorial.encode_error(request_id, error)

@@ -270,6 +270,13 @@ def decode_request(
     return DecodedRequest(request_id, windows, parameters.get("normalized") is True, parameters, series, binary_answer)
 
 
+def _response_head(request_id: str | None, model_name: str, model_version: int | str) -> dict[str, Any]:
+    body: dict[str, Any] = {} if request_id is None else {"id": request_id}  # the id first: readable unparsed
+    body["model_name"] = model_name
+    body["model_version"] = str(model_version)
+    return body
+
+
 def encode_response(
     request_id: str | None,
     model_name: str,
@@ -278,9 +285,7 @@ def encode_response(
     parameters: dict[str, Any],
 ) -> bytes:
     """Server side: forecasts [n, outputs] -> an inference response."""
-    body: dict[str, Any] = {} if request_id is None else {"id": request_id}  # the id first: readable unparsed
-    body["model_name"] = model_name
-    body["model_version"] = str(model_version)
+    body = _response_head(request_id, model_name, model_version)
     body["outputs"] = [
         {
             "name": OUTPUT_NAME,
@@ -303,9 +308,7 @@ def encode_binary_response(
     form: BinaryForm,
 ) -> tuple[bytes, int]:
     """Server side, binary tensor extension: the payload and its JSON header's length."""
-    body: dict[str, Any] = {} if request_id is None else {"id": request_id}
-    body["model_name"] = model_name
-    body["model_version"] = str(model_version)
+    body = _response_head(request_id, model_name, model_version)
     data = np.ascontiguousarray(forecasts, dtype=np.float32)
     body["outputs"] = [oip_binary.tensor_header(OUTPUT_NAME, data, "FP32")]
     body["parameters"] = parameters

@@ -7,7 +7,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from contract import oip, oip_binary, topics
+from contract import topics
+from contract.codecs import Encoded
 from contract.errors import AnswerRefused, InternalError, Overloaded
 from contract.oip import peek_id
 from contract.oip_binary import BinaryForm
@@ -81,8 +82,6 @@ class Answerer:
         binary: BinaryForm | None = None,
     ) -> None:
         """`binary`: the request asked for a binary answer (binary tensor extension), framed so."""
-        content_type = reply.codec.content_type
-        header_length = None
         if isinstance(outcome, Prediction):
             parameters: dict[str, object] = {
                 "tenant": reply.tenant, "served_at": time.time(), "worker": self._worker_id
@@ -91,21 +90,15 @@ class Answerer:
                 # Where the latency went, for clients: waiting in this worker, then in the model.
                 parameters["queue_ms"] = round((started - message.received_at) * 1000.0, 3)
                 parameters["compute_ms"] = round(outcome.compute_s * 1000.0, 3)
-            if binary is None:
-                payload = reply.codec.encode_prediction(
-                    request_id, outcome.model_name, outcome.model_version, outcome.forecasts, parameters
-                )
-            else:  # only an OIP request asks for it
-                payload, length = oip.encode_binary_response(
-                    request_id, outcome.model_name, outcome.model_version, outcome.forecasts, parameters, binary
-                )
-                content_type = oip_binary.CONTENT_TYPE
-                header_length = length if binary is BinaryForm.HEADER_PROPERTY else None
+            payload, content_type, header_length = reply.codec.encode_prediction(
+                request_id, outcome.model_name, outcome.model_version, outcome.forecasts, parameters, binary
+            )
             code = "ok"
             self._metrics.count_windows(outcome.model_name, outcome.model_version, outcome.forecasts.shape[0])
         else:
             code = outcome.code
-            payload = reply.codec.encode_error(request_id, outcome)
+            payload, content_type, header_length = Encoded(reply.codec.encode_error(request_id, outcome),
+                                                           reply.codec.content_type)
         self._transport.publish(
             reply.topic, payload, ack=message, content_type=content_type, header_length=header_length
         )

@@ -153,3 +153,7 @@ def test_malformed_binary_answers_are_reported_not_misread() -> None:
             oip_answers.load_answer(broken)
     with pytest.raises(ValueError):
         oip_answers.load_answer(payload, "-1")
+
+
+def test_binary_accepts_exactly_the_datatypes_json_does() -> None:
+    assert set(oip_binary.DTYPES) == oip.FLOAT_DATATYPES | set(oip.INTEGER_RANGES)
