@@ -65,7 +65,7 @@ from benchmarks.processes import (
     start_loadgen,
     start_worker,
 )
-from benchmarks.session import Session
+from benchmarks.session import Session, wait_quiet
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -201,11 +201,7 @@ def measure_model_cost(plan: Plan, models: Path, work: Path, when: str) -> dict[
     """`python -m benchmarks.model_cost --json` in its own process, after waiting (bounded) for a quiet machine."""
     names = sorted({*plan.models, "lstm", "ann"}, key=lambda n: (n != "lstm", n != "ann", n))
     windows = sorted({p.windows for p in plan.payloads})
-    meter = CpuMeter({})
-    started = time.perf_counter()
-    others = meter.others_now(0.3)
-    while others > plan.quiet_cores and time.perf_counter() - started < plan.quiet_wait_s:
-        others = meter.others_now(0.5)
+    _, others = wait_quiet(CpuMeter({}), plan)
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.model_cost", "--json", "--models", str(models),
          "--names", ",".join(names), "--windows", ",".join(map(str, windows)),
@@ -225,14 +221,6 @@ def measure_model_cost(plan: Plan, models: Path, work: Path, when: str) -> dict[
     return result
 
 
-def _wait_quiet(plan: Plan) -> None:
-    """Bounded: until every process on the machine (the broker included) uses < `quiet_cores`."""
-    meter = CpuMeter({})
-    deadline = time.perf_counter() + plan.quiet_wait_s
-    while meter.others_now(0.3) > plan.quiet_cores and time.perf_counter() < deadline:
-        pass
-
-
 def _run_block(
     target: str, qos: int, plan: Plan, broker_port: int, broker_pid: int, models: Path, work: Path,
     window_length: int, features: int,
@@ -245,7 +233,7 @@ def _run_block(
         if target == "worker":
             # After the echo's overload steps the broker and the exiting echo may still be busy:
             # a start-up timed then measures them, not the worker (a 9 s start was seen that way).
-            _wait_quiet(plan)
+            wait_quiet(CpuMeter({}), plan)  # every process counts, the broker included
             worker = start_worker(broker_port, models, qos, work, f"q{qos}", overrides=plan.worker_overrides)
             target_pid = worker.pid
             block["time_to_ready_s"] = round(worker.time_to_ready_s, 3)

@@ -18,6 +18,16 @@ from benchmarks.processes import LineProcess
 __all__ = ["Session"]
 
 
+def wait_quiet(meter: CpuMeter, plan: Plan) -> tuple[float, float]:
+    """Wait (at most `plan.quiet_wait_s`) until processes `meter` does not name use less than
+    `plan.quiet_cores`; (waited s, their last load)."""
+    started = time.perf_counter()
+    others = meter.others_now(0.3)
+    while others > plan.quiet_cores and time.perf_counter() - started < plan.quiet_wait_s:
+        others = meter.others_now(0.5)
+    return time.perf_counter() - started, others
+
+
 class Session:
     """Runs steps through one load generator against one target, with CPU accounting."""
 
@@ -62,11 +72,7 @@ class Session:
 
     def wait_quiet(self) -> tuple[float, float]:
         """Wait (bounded) until other processes use less than `quiet_cores`; (waited s, their last load)."""
-        started = time.perf_counter()
-        others = self.meter.others_now(0.3)
-        while others > self.plan.quiet_cores and time.perf_counter() - started < self.plan.quiet_wait_s:
-            others = self.meter.others_now(0.5)
-        return time.perf_counter() - started, others
+        return wait_quiet(self.meter, self.plan)
 
     def open_step(self, phase: str, variant: Variant, rate: float, steps: list[dict[str, Any]]) -> bool:
         """One open-loop step; True if sustained. A failed step runs again when it was disturbed by other
