@@ -157,3 +157,23 @@ def test_malformed_binary_answers_are_reported_not_misread() -> None:
 
 def test_binary_accepts_exactly_the_datatypes_json_does() -> None:
     assert set(oip_binary.DTYPES) == oip.FLOAT_DATATYPES | set(oip.INTEGER_RANGES)
+
+
+def test_any_corruption_of_a_binary_request_is_a_request_error_or_a_request() -> None:
+    """A hostile tenant's bytes: truncated, flipped, or with a lying header-length property.
+    The decoder returns a request or raises a RequestError (one structured answer), nothing else."""
+    rng = np.random.default_rng(17)
+    payload, _ = oip.encode_binary_request("fz", WINDOWS, {"series": "s"}, BinaryForm.SEPARATOR)
+    outcomes = {"request": 0, "error": 0}
+    for _ in range(3000):
+        corrupt = bytearray(payload)
+        for _ in range(int(rng.integers(1, 4))):
+            corrupt[int(rng.integers(len(corrupt)))] = int(rng.integers(256))
+        cut = bytes(corrupt[: int(rng.integers(1, len(corrupt) + 1))])
+        header_length = None if rng.random() < 0.5 else str(int(rng.integers(-5, len(cut) + 10)))
+        try:
+            _decode(cut, header_length)
+            outcomes["request"] += 1
+        except RequestError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 0 and sum(outcomes.values()) == 3000
